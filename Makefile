@@ -1,0 +1,49 @@
+# `make run` and `make test` are the two commands a new user needs: each installs whatever is
+# missing (TeX Live pieces from Debian's packages, a virtual environment from pyproject.toml and
+# requirements.lock) and is quick when nothing is.
+
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+TEX_PACKAGES := texlive-latex-base texlive-fonts-recommended dvipng poppler-utils
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: run test deps tex lint bench clean
+
+run: deps
+	dvc repro
+
+test: deps
+	$(BIN)/pytest -q
+
+lint: deps
+	$(BIN)/ruff check pipeline tests benchmarks
+	$(BIN)/snakemake --lint
+
+bench: deps
+	$(BIN)/python benchmarks/render_throughput.py
+	$(BIN)/python benchmarks/prepare_scale.py
+
+deps: tex $(VENV)/.installed
+
+# TeX is checked, not stamped: it lives outside the project and may come or go.
+tex:
+	@if command -v latex >/dev/null && command -v dvipng >/dev/null \
+	    && command -v pdflatex >/dev/null && command -v pdftoppm >/dev/null \
+	    && kpsewhich amsmath.sty amssymb.sty >/dev/null; then :; else \
+	  echo "installing TeX Live pieces: $(TEX_PACKAGES)"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
+	    $(TEX_PACKAGES) >/dev/null; \
+	fi
+
+$(VENV)/.installed: pyproject.toml requirements.lock
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -c requirements.lock -e '.[dev]'
+	touch $@
+
+clean:
+	rm -rf data reports logs .snakemake

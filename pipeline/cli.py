@@ -1,0 +1,47 @@
+"""Shared command-line plumbing so every stage reads its settings the same way.
+
+Snakemake passes a stage's ``params.yaml`` section as JSON (``--settings``); a person at a shell
+can instead point at a params file (``--params params.yaml``). Either way the stage function
+receives a plain dict and never touches the file system to find its configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+def add_settings_args(parser: argparse.ArgumentParser) -> None:
+    """Add the two mutually exclusive ways of passing a stage's settings."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--settings", help="the stage's params section as JSON")
+    group.add_argument("--params", type=Path, help="a params.yaml to read the section from")
+
+
+def load_settings(args: argparse.Namespace, section: str) -> dict[str, Any]:
+    """Return the stage's settings from --settings JSON or the named section of --params."""
+    if args.settings is not None:
+        value = json.loads(args.settings)
+    else:
+        path = args.params or Path("params.yaml")
+        with open(path) as handle:
+            value = (yaml.safe_load(handle) or {}).get(section)
+        if value is None:
+            raise SystemExit(f"{path}: no '{section}' section")
+    if not isinstance(value, dict):
+        raise SystemExit(f"settings for '{section}' must be a mapping, got {type(value).__name__}")
+    return value
+
+
+def setup_logging() -> logging.Logger:
+    """Log to stderr with the stage name, so Snakemake's per-job logs read on their own."""
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr
+    )
+    return logging.getLogger("pipeline")

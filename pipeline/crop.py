@@ -1,0 +1,139 @@
+"""Crop stage: rendered pages -> ink-tight, padded, downsampled grayscale PNGs in size buckets.
+
+This follows Deng et al.'s im2markup preprocessing (crop to the ink, pad, downsample by 2) so that
+published numbers stay comparable. Buckets group similar sizes so that training batches need
+little padding; an image larger than every bucket is kept with bucket -1 and dropped later by the
+shards stage, which counts it under its own reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image
+
+from pipeline import cli
+
+INK_THRESHOLD = 250  # gray levels below this count as ink; dvipng's anti-aliasing fades to 255
+
+SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("png", pa.binary()),
+        ("height", pa.int32()),
+        ("width", pa.int32()),
+        ("bucket", pa.int32()),
+        ("status", pa.string()),
+        ("reason", pa.string()),
+        ("error", pa.string()),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class CropSettings:
+    pad: int = 8
+    downsample: int = 2
+    buckets: tuple[tuple[int, int], ...] = ((32, 128), (64, 256), (128, 512))
+
+
+def settings_from(raw: dict) -> CropSettings:
+    buckets = tuple((int(h), int(w)) for h, w in raw.get("buckets", CropSettings.buckets))
+    settings = CropSettings(int(raw.get("pad", 8)), int(raw.get("downsample", 2)), buckets)
+    if settings.pad < 0 or settings.downsample < 1 or not buckets:
+        raise SystemExit(f"crop: need pad >= 0, downsample >= 1 and at least one bucket, got {raw}")
+    if any(h <= 0 or w <= 0 for h, w in buckets):
+        raise SystemExit(f"crop: bucket sizes must be positive, got {buckets}")
+    return settings
+
+
+def ordered_buckets(buckets: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Smallest area first, so an image lands in the tightest bucket that holds it."""
+    return sorted(buckets, key=lambda hw: (hw[0] * hw[1], hw))
+
+
+def bucket_of(height: int, width: int, buckets: Sequence[tuple[int, int]]) -> int:
+    """Index into ``ordered_buckets`` of the first bucket the image fits, or -1 if none."""
+    for index, (bh, bw) in enumerate(buckets):
+        if height <= bh and width <= bw:
+            return index
+    return -1
+
+
+def crop_image(png: bytes, settings: CropSettings) -> Image.Image | None:
+    """Crop to ink, pad with white, downsample; None when the image has no ink."""
+    gray = np.asarray(Image.open(io.BytesIO(png)).convert("L"))
+    ink = gray < INK_THRESHOLD
+    rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
+    if rows.size == 0:
+        return None
+    tight = gray[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    padded = np.pad(tight, settings.pad, constant_values=255)
+    image = Image.fromarray(padded, mode="L")
+    if settings.downsample > 1:
+        image = image.reduce(settings.downsample)
+    return image
+
+
+def encode_png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+def crop_table(rendered: pa.Table, settings: CropSettings) -> pa.Table:
+    """Crop every rendered row; failed rows pass through so the shards stage can count them."""
+    buckets = ordered_buckets(settings.buckets)
+    rows = []
+    for row in rendered.to_pylist():
+        rows.append(_crop_row(row, settings, buckets))
+    return pa.Table.from_pylist(rows, schema=SCHEMA)
+
+
+def _crop_row(row: dict, settings: CropSettings, buckets: list[tuple[int, int]]) -> dict:
+    out = {"id": row["id"], "png": None, "height": None, "width": None, "bucket": None}
+    if row["status"] != "ok":
+        return out | {"status": "failed", "reason": row["reason"], "error": row["error"]}
+    try:
+        image = crop_image(row["png"], settings)
+    except (OSError, ValueError) as exc:  # PIL raises these for corrupt data
+        return out | {"status": "failed", "reason": "corrupt_image", "error": str(exc)}
+    if image is None:
+        return out | {"status": "failed", "reason": "blank", "error": "no ink after rendering"}
+    height, width = image.height, image.width
+    return out | {
+        "png": encode_png(image),
+        "height": height,
+        "width": width,
+        "bucket": bucket_of(height, width, buckets),
+        "status": "ok",
+        "reason": None,
+        "error": None,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipeline crop", description=__doc__)
+    cli.add_settings_args(parser)
+    parser.add_argument("--rendered", type=Path, required=True, help="a render chunk's Parquet")
+    parser.add_argument("--out", type=Path, required=True, help="Parquet file for this chunk")
+    args = parser.parse_args(argv)
+    settings = settings_from(cli.load_settings(args, "crop"))
+    table = crop_table(pq.read_table(args.rendered), settings)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, args.out)
+    statuses = Counter(r or "ok" for r in table.column("reason").to_pylist())
+    oversize = sum(b == -1 for b in table.column("bucket").to_pylist())
+    cli.setup_logging().info(
+        "crop %s: %d in, %s, %d larger than every bucket",
+        args.rendered.name, table.num_rows, dict(statuses), oversize,
+    )
+    return 0

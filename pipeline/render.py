@@ -1,0 +1,260 @@
+"""Render stage: formulas -> PNG bytes, many formulas per LaTeX run, failures isolated.
+
+One ``latex`` and one ``dvipng`` process per batch is what makes rendering fast (process start-up
+and format loading dominate the per-formula approach). The price is that one bad formula could
+spoil its batch, so each batch is compiled until TeX reports no error: formulas whose own line
+raised an error are dropped and recorded, the rest recompiled; an error we cannot pin on a line
+(or a timeout) splits the batch in two. Only a DVI from an error-free run is rasterized.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import re
+import struct
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image
+
+from pipeline import cli, texrun, texsafe
+
+MARKER = "@@RENDERED"
+ERROR_LINE = re.compile(r"^\./batch\.tex:(\d+): (.*)$", re.MULTILINE)
+MARKER_LINE = re.compile(rf"^{MARKER} (\d+) (\d+)$", re.MULTILINE)
+MAX_ROUNDS = 4
+FIRST_LINE = texrun.PREAMBLE.count("\n") + 1
+
+SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("png", pa.binary()),
+        ("status", pa.string()),
+        ("reason", pa.string()),
+        ("error", pa.string()),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """One formula's outcome: PNG bytes when ``status == 'ok'``, else a reason and TeX's words."""
+
+    id: str
+    png: bytes | None
+    status: str
+    reason: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class RenderSettings:
+    dpi: int = 200
+    batch_size: int = 500
+    timeout_s: float = 60.0
+
+
+def _failed(item_id: str, reason: str, error: str) -> Rendered:
+    return Rendered(item_id, None, "failed", reason, error)
+
+
+def chunk_of(formula_id: str, chunks: int) -> int:
+    """Chunk from the content id, so adding formulas never moves existing ones between chunks."""
+    return int(formula_id[:12], 16) % chunks
+
+
+def batch_document(formulas: Sequence[str]) -> str:
+    """The batched document: formula i sits alone on line FIRST_LINE + i."""
+    body = "".join(
+        rf"\begin{{displaymath}}{f}\end{{displaymath}}\clearpage\typeout{{{MARKER} {i} \arabic{{page}}}}"
+        "\n"
+        for i, f in enumerate(formulas)
+    )
+    return texrun.PREAMBLE + body + "\\end{document}\n"
+
+
+def parse_errors(log: str, count: int) -> tuple[dict[int, str], list[str]]:
+    """Map TeX errors to formula indices by line number; errors off formula lines are unmapped."""
+    mapped: dict[int, str] = {}
+    unmapped: list[str] = []
+    for match in ERROR_LINE.finditer(log):
+        index = int(match.group(1)) - FIRST_LINE
+        message = match.group(2).strip()
+        if 0 <= index < count:
+            mapped.setdefault(index, message)
+        else:
+            unmapped.append(f"line {match.group(1)}: {message}")
+    return mapped, unmapped
+
+
+def page_spans(log: str, count: int) -> list[tuple[int, int]] | None:
+    """Physical pages [first, end) of the first ``count`` formulas, or None if a marker is missing."""
+    next_page = {int(m.group(1)): int(m.group(2)) for m in MARKER_LINE.finditer(log)}
+    if any(i not in next_page for i in range(count)):
+        return None
+    spans, start = [], 1
+    for i in range(count):
+        spans.append((start, next_page[i]))
+        start = next_page[i]
+    return spans
+
+
+def _log_tail(log: str, lines: int = 3) -> str:
+    return " | ".join(line for line in log.strip().splitlines()[-lines:])
+
+
+def is_blank(png: bytes) -> bool:
+    """True when the page has no ink at all.
+
+    dvipng's tight bounding box is the ink's, so a page with any ink is larger than a few pixels
+    and only tiny images need decoding (a blank page comes out 1x1).
+    """
+    width, height = struct.unpack(">II", png[16:24])
+    if width * height > 16:
+        return False
+    return Image.open(io.BytesIO(png)).convert("L").getextrema()[0] >= 250
+
+
+class BatchRenderer:
+    """Renders one batch in a scratch directory that nothing else reads or writes.
+
+    Each round compiles the pending formulas once. Pages before the first error are final (TeX
+    is sequential, so later lines cannot change them) and are rasterized from that run; formulas
+    whose line raised an error are recorded as failures; the rest are compiled again without them.
+    """
+
+    def __init__(self, settings: RenderSettings, scratch: Path) -> None:
+        self.settings = settings
+        self.scratch = scratch
+
+    def render(self, items: Sequence[tuple[str, str]]) -> list[Rendered]:
+        results: list[Rendered] = []
+        pending = list(items)
+        for _ in range(MAX_ROUNDS):
+            if not pending:
+                return results
+            log, timed_out = self._compile(pending)
+            if timed_out and len(pending) == 1:
+                why = f"latex ran over {self.settings.timeout_s:g}s"
+                return results + [_failed(pending[0][0], "timeout", why)]
+            mapped, unmapped = parse_errors(log, len(pending))
+            if timed_out or unmapped:
+                return results + self._split(pending, "; ".join(unmapped))
+            first_error = min(mapped, default=len(pending))
+            spans = page_spans(log, first_error)
+            if spans is None:
+                return results + self._split(pending, "no output: " + _log_tail(log))
+            results += self._rasterize(pending[:first_error], spans)
+            results += [_failed(pending[i][0], "tex_error", msg) for i, msg in mapped.items()]
+            pending = [item for i, item in enumerate(pending) if i > first_error and i not in mapped]
+        return results + self._split(pending, "")
+
+    def _split(self, pending: list[tuple[str, str]], error: str) -> list[Rendered]:
+        """Bisect when an error cannot be pinned on one formula's line."""
+        if len(pending) == 1:
+            return [_failed(pending[0][0], "tex_error", error or "TeX failed on this formula")]
+        half = len(pending) // 2
+        return self.render(pending[:half]) + self.render(pending[half:])
+
+    def _compile(self, items: list[tuple[str, str]]) -> tuple[str, bool]:
+        """Run latex on a fresh document; return its log and whether it timed out."""
+        for stale in self.scratch.iterdir():
+            stale.unlink()
+        document = batch_document([formula for _, formula in items])
+        tex = self.scratch / "batch.tex"
+        tex.write_text(document)
+        run = texrun.run_latex(tex, self.settings.timeout_s)
+        return _read_log(self.scratch / "batch.log"), run.timed_out
+
+    def _rasterize(
+        self, items: list[tuple[str, str]], spans: list[tuple[int, int]]
+    ) -> list[Rendered]:
+        if not items:
+            return []
+        dvi = self.scratch / "batch.dvi"
+        run = texrun.run_dvipng(dvi, self.settings.dpi, self.settings.timeout_s, spans[-1][1] - 1)
+        return [
+            self._page_result(item_id, start, end, run)
+            for (item_id, _), (start, end) in zip(items, spans, strict=True)
+        ]
+
+    def _page_result(self, item_id: str, start: int, end: int, run: texrun.ToolResult) -> Rendered:
+        if end - start != 1:
+            return _failed(item_id, "multipage", f"renders to {end - start} pages, expected 1")
+        page = self.scratch / f"page{start}.png"
+        if not page.exists():
+            why = "dvipng timed out" if run.timed_out else "dvipng wrote no image: " + run.output[-200:]
+            return _failed(item_id, "rasterize_error", why)
+        png = page.read_bytes()
+        if is_blank(png):
+            return _failed(item_id, "blank", "renders to a blank image")
+        return Rendered(item_id, png, "ok")
+
+
+def _read_log(path: Path) -> str:
+    return path.read_text("latin-1") if path.exists() else ""
+
+
+def _batches(items: Sequence[tuple[str, str]], size: int) -> Iterator[Sequence[tuple[str, str]]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def render_formulas(items: Sequence[tuple[str, str]], settings: RenderSettings) -> list[Rendered]:
+    """Render (id, formula) pairs; every input comes back exactly once, rendered or failed."""
+    results: list[Rendered] = []
+    safe: list[tuple[str, str]] = []
+    for item_id, formula in items:
+        reason = texsafe.check_formula(formula)
+        if reason is None:
+            safe.append((item_id, formula))
+        else:
+            results.append(_failed(item_id, "unsafe", reason))
+    with tempfile.TemporaryDirectory(prefix="render-") as scratch:
+        renderer = BatchRenderer(settings, Path(scratch))
+        for batch in _batches(safe, settings.batch_size):
+            results += renderer.render(batch)
+    order = {item_id: i for i, (item_id, _) in enumerate(items)}
+    return sorted(results, key=lambda r: order[r.id])
+
+
+def settings_from(raw: dict) -> RenderSettings:
+    """Validate the params section; the chunk count is read by the workflow, not here."""
+    settings = RenderSettings(
+        dpi=int(raw.get("dpi", 200)),
+        batch_size=int(raw.get("batch_size", 500)),
+        timeout_s=float(raw.get("timeout_s", 60)),
+    )
+    if settings.dpi <= 0 or settings.batch_size <= 0 or settings.timeout_s <= 0:
+        raise SystemExit(f"render: dpi, batch_size and timeout_s must be positive, got {raw}")
+    return settings
+
+
+def to_table(results: Sequence[Rendered]) -> pa.Table:
+    return pa.Table.from_pylist([r.__dict__ for r in results], schema=SCHEMA)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipeline render", description=__doc__)
+    cli.add_settings_args(parser)
+    parser.add_argument("--formulas", type=Path, required=True, help="step0 Parquet table")
+    parser.add_argument("--chunk", type=int, required=True, help="which chunk to render")
+    parser.add_argument("--out", type=Path, required=True, help="Parquet file for this chunk")
+    args = parser.parse_args(argv)
+    raw = cli.load_settings(args, "render")
+    settings, chunks = settings_from(raw), int(raw.get("chunks", 1))
+    log = cli.setup_logging()
+    table = pd.read_parquet(args.formulas, columns=["id", "formula"])
+    mine = table[[chunk_of(i, chunks) == args.chunk for i in table["id"]]]
+    results = render_formulas(list(zip(mine["id"], mine["formula"], strict=True)), settings)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(to_table(results), args.out)
+    counts = pd.Series([r.reason or "ok" for r in results]).value_counts().to_dict()
+    log.info("render chunk %d/%d: %d in, %s", args.chunk, chunks, len(mine), counts)
+    return 0

@@ -1,0 +1,117 @@
+"""Run TeX tools on untrusted input: a scratch directory, a hard timeout, no shell escape.
+
+Kept apart from the render logic so the safety settings live in exactly one place and the
+render stage, the benchmark and (later) the visual-match evaluation all share them.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+PREAMBLE = r"""\documentclass[12pt]{article}
+\usepackage{amsmath}
+\usepackage{amssymb}
+\pagestyle{empty}
+\begin{document}
+"""
+
+# kpathsea reads these from the environment. 'p' (paranoid) refuses absolute paths, '..' and
+# dot files for TeX's own \openin/\openout; shell_escape=f disables \write18 entirely.
+# max_print_line stops TeX from wrapping log lines, which keeps errors and markers parseable.
+TEX_ENV = {
+    "openin_any": "p",
+    "openout_any": "p",
+    "shell_escape": "f",
+    "max_print_line": "100000",
+    "error_line": "254",
+    "half_error_line": "238",
+}
+
+
+@dataclass(frozen=True)
+class ToolResult:
+    """Outcome of one TeX-family process: its exit code, captured output, and whether we killed it."""
+
+    returncode: int
+    output: str
+    timed_out: bool
+
+
+def tex_environment() -> dict[str, str]:
+    """The caller's environment with TeX's file and shell access locked down."""
+    env = dict(os.environ)
+    env.update(TEX_ENV)
+    env.pop("TEXMFOUTPUT", None)
+    return env
+
+
+def run_tool(args: list[str], cwd: Path, timeout_s: float) -> ToolResult:
+    """Run a command in its own process group and kill the whole group on timeout.
+
+    TeX may spawn helpers (mktexpk, mktextfm); killing only the parent would leave them running.
+    """
+    proc = subprocess.Popen(
+        args,
+        cwd=cwd,
+        env=tex_environment(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        out, _ = proc.communicate(timeout=timeout_s)
+        return ToolResult(proc.returncode, out.decode("utf-8", "replace"), False)
+    except subprocess.TimeoutExpired:
+        _kill_group(proc.pid)
+        out, _ = proc.communicate()
+        return ToolResult(-signal.SIGKILL, out.decode("utf-8", "replace"), True)
+
+
+def _kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def run_latex(tex_file: Path, timeout_s: float) -> ToolResult:
+    """Compile to DVI in batch mode; errors go to the log as ``file:line: message``."""
+    return run_tool(
+        [
+            "latex",
+            "-interaction=batchmode",
+            "-file-line-error",
+            "-no-shell-escape",
+            tex_file.name,
+        ],
+        tex_file.parent,
+        timeout_s,
+    )
+
+
+def run_dvipng(dvi_file: Path, dpi: int, timeout_s: float, last_page: int) -> ToolResult:
+    """Rasterize pages 1..last_page, each cropped tight to its ink, as ``page<n>.png``."""
+    return run_tool(
+        [
+            "dvipng",
+            "-q",
+            "-l",
+            f"={last_page}",
+            "-D",
+            str(dpi),
+            "-T",
+            "tight",
+            "-z",
+            "1",
+            "-o",
+            "page%d.png",
+            dvi_file.name,
+        ],
+        dvi_file.parent,
+        timeout_s,
+    )
