@@ -179,6 +179,7 @@ def build_shards(
     out_dir: Path,
 ) -> tuple[Ledger, list[dict], list[dict]]:
     """Write shards; return the ledger, the manifest and the rejected rows."""
+    out_dir.mkdir(parents=True, exist_ok=True)
     builder = ShardBuilder(formulas, vocab, settings, out_dir)
     for chunk in crop_chunks:
         builder.add_chunk(chunk)
@@ -200,7 +201,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report", type=Path, required=True, help="JSON data report (metrics)")
     args = parser.parse_args(argv)
     settings = settings_from(cli.load_settings(args, "shards"))
-    args.out.mkdir(parents=True, exist_ok=True)
     ledger, manifest, rejected = build_shards(
         pq.read_table(args.formulas), sorted(args.crop), Vocab.load(args.vocab), settings, args.out
     )

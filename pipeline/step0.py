@@ -68,8 +68,12 @@ def hash_split(formula_id_: str, ratios: dict[str, float]) -> str:
 
 
 def read_lines(path: Path) -> list[str]:
-    with open(path, encoding="utf-8", errors="strict") as handle:
-        return handle.read().splitlines()
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise SystemExit(f"step0: {path} line {line} is not UTF-8 text ({exc.reason})") from exc
 
 
 def locate_inputs(path: Path) -> dict[str, Path] | Path:

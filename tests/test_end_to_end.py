@@ -1,0 +1,106 @@
+"""The whole data pipeline on ~200 generated formulas, through both `dvc repro` and `snakemake`."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from tests.conftest import copy_project, run
+
+pytestmark = pytest.mark.slow
+
+SMALL = {
+    "generate": {"count": 200},
+    "render": {"chunks": 2, "batch_size": 60},
+}
+
+
+def make_project(dest: Path, extra_formulas: list[str] = ()) -> Path:
+    """A committed copy of the project with small params; extra formulas go into a real list."""
+    copy_project(dest)
+    params = yaml.safe_load((dest / "params.yaml").read_text())
+    for section, values in SMALL.items():
+        params[section].update(values)
+    if extra_formulas:
+        run(["python", "-m", "pipeline", "generate", "--settings",
+             json.dumps(params["generate"]), "--out", "lists/formulas.txt"], dest)
+        with open(dest / "lists" / "formulas.txt", "a") as handle:
+            handle.write("\n".join(extra_formulas) + "\n")
+        params["step0"]["input"] = "lists/formulas.txt"
+    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run("git init -q && git add -A && git -c user.email=t@t -c user.name=t commit -qm init", dest)
+    return dest
+
+
+def ran_stages(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '(\w+)'", output))
+
+
+def check_accounting(project: Path) -> dict:
+    report = json.loads((project / "reports" / "data.json").read_text())
+    assert report["rows"] + report["failed"] + report["filtered"] == report["formulas_in"]
+    manifest = json.loads((project / "data" / "shards" / "manifest.json").read_text())
+    rows = sum(pq.read_metadata(project / "data" / "shards" / m["path"]).num_rows
+               for m in manifest["shards"])
+    assert rows == report["rows"] > 0
+    return report
+
+
+BAD = [r"\input { / e t c / p a s s w d }", r"\hspace { 1 c m } x", r"\,"]
+
+
+def test_dvc_repro_then_noop_then_param_change_then_experiment(tmp_path):
+    project = make_project(tmp_path / "p", extra_formulas=BAD + ["x + y", "x + y"])
+    first = run(["dvc", "repro"], project, timeout=600)
+    assert ran_stages(first.stdout) == {"generate", "step0", "render", "crop", "vocab", "shards"}
+    report = check_accounting(project)
+    assert report["failed_by_reason"] == {"blank": 1, "tex_error": 1, "unsafe": 1}
+    step0_report = json.loads((project / "reports" / "step0.json").read_text())
+    assert step0_report["duplicates"] >= 1
+
+    again = run(["dvc", "repro"], project)
+    assert ran_stages(again.stdout) == set()
+    assert "up to date" in run(["dvc", "status"], project).stdout
+
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["vocab"]["min_count"] = 2
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert ran_stages(run(["dvc", "repro"], project).stdout) == {"vocab", "shards"}
+
+    run("git add -A && git -c user.email=t@t -c user.name=t commit -qm min_count", project)
+    run(["dvc", "exp", "run", "-S", "shards.max_tokens=20"], project, timeout=600)
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], project).stdout)
+    filtered = [_metric(entry, "filtered") for entry in _experiments(shown)]
+    assert any(f and f > 0 for f in filtered), filtered
+
+
+def _experiments(shown: list) -> list:
+    return [exp for rev in shown for exp in (rev.get("experiments") or [])]
+
+
+def _metric(entry: dict, key: str):
+    for rev in entry.get("revs", []):
+        metrics = rev.get("data", {}).get("metrics", {}).get("reports/data.json", {})
+        if key in metrics.get("data", {}):
+            return metrics["data"][key]
+    return None
+
+
+def test_snakemake_render_alone_then_dvc_commit_leaves_status_clean(tmp_path):
+    project = make_project(tmp_path / "p")
+    run(["snakemake", "-j2", "render"], project, timeout=600)
+    assert len(list((project / "data" / "render").glob("chunk-*.parquet"))) == 2
+    assert not (project / "data" / "crop").exists()
+    run(["dvc", "commit", "-f", "--with-deps", "render"], project)
+    assert "up to date" in run(["dvc", "status", "--with-deps", "render"], project).stdout
+
+    run(["snakemake", "-j2"], project, timeout=600)
+    check_accounting(project)
+    run(["dvc", "commit", "-f"], project)
+    assert "up to date" in run(["dvc", "status"], project).stdout
+    assert ran_stages(run(["dvc", "repro"], project).stdout) == set()
