@@ -134,6 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     oversize = sum(b == -1 for b in table.column("bucket").to_pylist())
     cli.setup_logging().info(
         "crop %s: %d in, %s, %d larger than every bucket",
-        args.rendered.name, table.num_rows, dict(statuses), oversize,
+        args.rendered.name,
+        table.num_rows,
+        dict(statuses),
+        oversize,
     )
     return 0

@@ -2,9 +2,11 @@
 
 One ``latex`` and one ``dvipng`` process per batch is what makes rendering fast (process start-up
 and format loading dominate the per-formula approach). The price is that one bad formula could
-spoil its batch, so each batch is compiled until TeX reports no error: formulas whose own line
-raised an error are dropped and recorded, the rest recompiled; an error we cannot pin on a line
-(or a timeout) splits the batch in two. Only a DVI from an error-free run is rasterized.
+spoil its batch. Each formula sits on its own line and page, followed by a marker with TeX's
+group level, so an error is pinned on its formula by line number and the marker shows whether
+that formula left TeX in a state that could change the pages after it (see ``settle``). Formulas
+after such a leak are compiled again without it; an error we cannot pin on a line (or a
+timeout) splits the batch in two.
 """
 
 from __future__ import annotations
@@ -27,9 +29,9 @@ from pipeline import cli, texrun, texsafe
 
 MARKER = "@@RENDERED"
 ERROR_LINE = re.compile(r"^\./batch\.tex:(\d+): (.*)$", re.MULTILINE)
-MARKER_LINE = re.compile(rf"^{MARKER} (\d+) (\d+)$", re.MULTILINE)
+MARKER_LINE = re.compile(rf"^{MARKER} (-?\d+) (\d+) (\d+)$", re.MULTILINE)
 MAX_ROUNDS = 4
-FIRST_LINE = texrun.PREAMBLE.count("\n") + 1
+FIRST_LINE = texrun.PREAMBLE.count("\n") + 2  # after the preamble and the baseline marker
 
 SCHEMA = pa.schema(
     [
@@ -69,14 +71,17 @@ def chunk_of(formula_id: str, chunks: int) -> int:
     return int(formula_id[:12], 16) % chunks
 
 
+def _marker(index: int) -> str:
+    # The page that comes next and TeX's group nesting, written once the formula's page is out.
+    return rf"\typeout{{{MARKER} {index} \arabic{{page}} \the\currentgrouplevel}}"
+
+
 def batch_document(formulas: Sequence[str]) -> str:
-    """The batched document: formula i sits alone on line FIRST_LINE + i."""
+    """The batched document: a baseline marker, then formula i alone on line FIRST_LINE + i."""
     body = "".join(
-        rf"\begin{{displaymath}}{f}\end{{displaymath}}\clearpage\typeout{{{MARKER} {i} \arabic{{page}}}}"
-        "\n"
-        for i, f in enumerate(formulas)
+        texrun.display_math(f) + r"\clearpage" + _marker(i) + "\n" for i, f in enumerate(formulas)
     )
-    return texrun.PREAMBLE + body + "\\end{document}\n"
+    return texrun.PREAMBLE + _marker(-1) + "\n" + body + "\\end{document}\n"
 
 
 def parse_errors(log: str, count: int) -> tuple[dict[int, str], list[str]]:
@@ -93,16 +98,50 @@ def parse_errors(log: str, count: int) -> tuple[dict[int, str], list[str]]:
     return mapped, unmapped
 
 
-def page_spans(log: str, count: int) -> list[tuple[int, int]] | None:
-    """Physical pages [first, end) of the first ``count`` formulas, or None if a marker is missing."""
-    next_page = {int(m.group(1)): int(m.group(2)) for m in MARKER_LINE.finditer(log)}
-    if any(i not in next_page for i in range(count)):
-        return None
-    spans, start = [], 1
-    for i in range(count):
-        spans.append((start, next_page[i]))
-        start = next_page[i]
-    return spans
+def parse_markers(log: str) -> dict[int, tuple[int, int]]:
+    """Formula index (-1 for the baseline) -> (next page number, group level) from the log."""
+    return {int(m[1]): (int(m[2]), int(m[3])) for m in MARKER_LINE.finditer(log)}
+
+
+@dataclass
+class Settled:
+    """What one compile decided: formulas [0, count) are done; the rest go to another round."""
+
+    count: int
+    pages: dict[int, tuple[int, int]]  # clean formula -> its pages [first, end)
+    failed: dict[int, str]
+
+
+def settle(count: int, mapped: dict[int, str], markers: dict[int, tuple[int, int]]) -> Settled:
+    """Decide formulas in document order, as far as this run's output can be trusted.
+
+    A formula with no error on its line rendered cleanly provided every formula before it left
+    TeX as it found it: formulas cannot make global assignments (the allow-list sees to that), so
+    the only way one formula reaches into the next is by leaving a group open, which the group
+    level in each marker reveals. The first formula whose marker is missing or shows a changed
+    level ends what this run can decide; everything after it is compiled again without it.
+    """
+    baseline_page, baseline_level = markers.get(-1, (1, -1))
+    done = Settled(0, {}, {})
+    page = baseline_page
+    for index in range(count):
+        if index not in markers:
+            if index in mapped:
+                done.failed[index] = mapped[index]
+                done.count = index + 1
+            return done
+        next_page, level = markers[index]
+        done.count = index + 1
+        if index in mapped:
+            done.failed[index] = mapped[index]
+        elif level != baseline_level:
+            done.failed[index] = "leaves a TeX group open"
+        else:
+            done.pages[index] = (page, next_page)
+        page = next_page
+        if level != baseline_level:
+            return done
+    return done
 
 
 def _log_tail(log: str, lines: int = 3) -> str:
@@ -124,9 +163,8 @@ def is_blank(png: bytes) -> bool:
 class BatchRenderer:
     """Renders one batch in a scratch directory that nothing else reads or writes.
 
-    Each round compiles the pending formulas once. Pages before the first error are final (TeX
-    is sequential, so later lines cannot change them) and are rasterized from that run; formulas
-    whose line raised an error are recorded as failures; the rest are compiled again without them.
+    Each round compiles the pending formulas once and keeps what ``settle`` can decide from it;
+    the undecided tail goes to the next round, and after ``MAX_ROUNDS`` the batch is bisected.
     """
 
     def __init__(self, settings: RenderSettings, scratch: Path) -> None:
@@ -146,13 +184,12 @@ class BatchRenderer:
             mapped, unmapped = parse_errors(log, len(pending))
             if timed_out or unmapped:
                 return results + self._split(pending, "; ".join(unmapped))
-            first_error = min(mapped, default=len(pending))
-            spans = page_spans(log, first_error)
-            if spans is None:
+            done = settle(len(pending), mapped, parse_markers(log))
+            if done.count == 0:
                 return results + self._split(pending, "no output: " + _log_tail(log))
-            results += self._rasterize(pending[:first_error], spans)
-            results += [_failed(pending[i][0], "tex_error", msg) for i, msg in mapped.items()]
-            pending = [item for i, item in enumerate(pending) if i > first_error and i not in mapped]
+            results += self._rasterize(pending, done.pages)
+            results += [_failed(pending[i][0], "tex_error", msg) for i, msg in done.failed.items()]
+            pending = pending[done.count :]
         return results + self._split(pending, "")
 
     def _split(self, pending: list[tuple[str, str]], error: str) -> list[Rendered]:
@@ -173,15 +210,16 @@ class BatchRenderer:
         return _read_log(self.scratch / "batch.log"), run.timed_out
 
     def _rasterize(
-        self, items: list[tuple[str, str]], spans: list[tuple[int, int]]
+        self, items: list[tuple[str, str]], pages: dict[int, tuple[int, int]]
     ) -> list[Rendered]:
-        if not items:
+        if not pages:
             return []
-        dvi = self.scratch / "batch.dvi"
-        run = texrun.run_dvipng(dvi, self.settings.dpi, self.settings.timeout_s, spans[-1][1] - 1)
+        last = max(end for _, end in pages.values()) - 1
+        run = texrun.run_dvipng(
+            self.scratch / "batch.dvi", self.settings.dpi, self.settings.timeout_s, last
+        )
         return [
-            self._page_result(item_id, start, end, run)
-            for (item_id, _), (start, end) in zip(items, spans, strict=True)
+            self._page_result(items[i][0], start, end, run) for i, (start, end) in pages.items()
         ]
 
     def _page_result(self, item_id: str, start: int, end: int, run: texrun.ToolResult) -> Rendered:
@@ -189,7 +227,11 @@ class BatchRenderer:
             return _failed(item_id, "multipage", f"renders to {end - start} pages, expected 1")
         page = self.scratch / f"page{start}.png"
         if not page.exists():
-            why = "dvipng timed out" if run.timed_out else "dvipng wrote no image: " + run.output[-200:]
+            why = (
+                "dvipng timed out"
+                if run.timed_out
+                else "dvipng wrote no image: " + run.output[-200:]
+            )
             return _failed(item_id, "rasterize_error", why)
         png = page.read_bytes()
         if is_blank(png):

@@ -119,9 +119,8 @@ class ShardBuilder:
     """Routes cropped rows to shard writers or to the rejected list, keeping the ledger."""
 
     def __init__(self, formulas: pa.Table, vocab: Vocab, settings: ShardSettings, out: Path):
-        ids = formulas.column("id").to_pylist()
-        pairs = zip(formulas.column("formula").to_pylist(), formulas.column("split").to_pylist())
-        self.lookup = dict(zip(ids, pairs, strict=True))
+        columns = [formulas.column(c).to_pylist() for c in ("id", "formula", "split")]
+        self.lookup = {i: (f, s) for i, f, s in zip(*columns, strict=True)}
         self.vocab, self.settings = vocab, settings
         self.ledger = Ledger(formulas_in=len(self.lookup))
         self.writers = {s: ShardWriter(out, s, settings.rows_per_shard) for s in SPLITS}
@@ -204,14 +203,21 @@ def main(argv: list[str] | None = None) -> int:
     ledger, manifest, rejected = build_shards(
         pq.read_table(args.formulas), sorted(args.crop), Vocab.load(args.vocab), settings, args.out
     )
-    pq.write_table(pa.Table.from_pylist(rejected, schema=REJECTED_SCHEMA), args.out / "rejected.parquet")
+    pq.write_table(
+        pa.Table.from_pylist(rejected, schema=REJECTED_SCHEMA), args.out / "rejected.parquet"
+    )
     (args.out / "manifest.json").write_text(json.dumps({"shards": manifest}, indent=2) + "\n")
     args.report.parent.mkdir(parents=True, exist_ok=True)
     args.report.write_text(json.dumps(ledger.as_report(), indent=2) + "\n")
     cli.setup_logging().info(
         "shards: %d formulas in, %d rows out %s, %d failed %s, %d filtered %s, %d shard files",
-        ledger.formulas_in, sum(ledger.kept.values()), dict(ledger.kept),
-        sum(ledger.failed.values()), dict(ledger.failed),
-        sum(ledger.filtered.values()), dict(ledger.filtered), len(manifest),
+        ledger.formulas_in,
+        sum(ledger.kept.values()),
+        dict(ledger.kept),
+        sum(ledger.failed.values()),
+        dict(ledger.failed),
+        sum(ledger.filtered.values()),
+        dict(ledger.filtered),
+        len(manifest),
     )
     return 0

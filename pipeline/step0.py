@@ -23,7 +23,12 @@ SPLITS = ("train", "validation", "test")
 # Accepted names of explicit split lists inside an input directory, per split.
 SPLIT_FILES = {
     "train": ("train.formulas.norm.txt", "train.txt"),
-    "validation": ("validation.formulas.norm.txt", "val.formulas.norm.txt", "validation.txt", "val.txt"),
+    "validation": (
+        "validation.formulas.norm.txt",
+        "val.formulas.norm.txt",
+        "validation.txt",
+        "val.txt",
+    ),
     "test": ("test.formulas.norm.txt", "test.txt"),
 }
 # When one formula is listed in several explicit splits it is kept in the first of these, so
@@ -108,7 +113,9 @@ def build_table(
             fid = formula_id(formula)
             if fid in chosen:
                 report.duplicates += 1
-                report.cross_split_duplicates += chosen[fid][1] != (label or hash_split(fid, ratios))
+                report.cross_split_duplicates += chosen[fid][1] != (
+                    label or hash_split(fid, ratios)
+                )
                 continue
             chosen[fid] = (formula, label or hash_split(fid, ratios))
     rows = sorted(chosen.items())
@@ -160,7 +167,11 @@ def main(argv: list[str] | None = None) -> int:
         args.report.write_text(json.dumps(report.__dict__, indent=2) + "\n")
     cli.setup_logging().info(
         "step0: %d lines in, %d blank, %d duplicates (%d across splits), %d formulas out %s",
-        report.lines, report.blank, report.duplicates, report.cross_split_duplicates,
-        report.formulas, report.by_split,
+        report.lines,
+        report.blank,
+        report.duplicates,
+        report.cross_split_duplicates,
+        report.formulas,
+        report.by_split,
     )
     return 0

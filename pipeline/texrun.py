@@ -6,6 +6,7 @@ render stage, the benchmark and (later) the visual-match evaluation all share th
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -18,6 +19,13 @@ PREAMBLE = r"""\documentclass[12pt]{article}
 \pagestyle{empty}
 \begin{document}
 """
+
+
+def display_math(formula: str) -> str:
+    """A formula as a display. The spaces matter: a formula ending in a control space ``\\``
+    would otherwise fuse with ``\\end`` into ``\\\\end``."""
+    return rf"\begin{{displaymath}} {formula} \end{{displaymath}}"
+
 
 # kpathsea reads these from the environment. 'p' (paranoid) refuses absolute paths, '..' and
 # dot files for TeX's own \openin/\openout; shell_escape=f disables \write18 entirely.
@@ -34,7 +42,7 @@ TEX_ENV = {
 
 @dataclass(frozen=True)
 class ToolResult:
-    """Outcome of one TeX-family process: its exit code, captured output, and whether we killed it."""
+    """One TeX-family process: exit code, captured output, and whether we had to kill it."""
 
     returncode: int
     output: str
@@ -73,10 +81,8 @@ def run_tool(args: list[str], cwd: Path, timeout_s: float) -> ToolResult:
 
 
 def _kill_group(pid: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def run_latex(tex_file: Path, timeout_s: float) -> ToolResult:

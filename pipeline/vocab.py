@@ -108,7 +108,10 @@ def main(argv: list[str] | None = None) -> int:
     args.report.write_text(json.dumps(report, indent=2) + "\n")
     cli.setup_logging().info(
         "vocab: %d training formulas in, %d distinct tokens, %d kept (min_count %d), oov %s",
-        len(train), len(counts), len(vocab), min_count,
+        len(train),
+        len(counts),
+        len(vocab),
+        min_count,
         {s: round(r["token_oov_rate"], 5) for s, r in report["oov"].items()},
     )
     return 0

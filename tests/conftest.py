@@ -13,7 +13,13 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data" / "im2latex100k-val.formulas.norm.txt"
 PROJECT_FILES = [
-    "Snakefile", "dvc.yaml", "params.yaml", "workflow", "pipeline", ".dvc/config", ".dvcignore",
+    "Snakefile",
+    "dvc.yaml",
+    "params.yaml",
+    "workflow",
+    "pipeline",
+    ".dvc/config",
+    ".dvcignore",
     ".gitignore",
 ]
 
@@ -29,7 +35,12 @@ def tool_env() -> dict[str, str]:
 def run(cmd: list[str] | str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run a command and fail the test with its output if it fails."""
     proc = subprocess.run(
-        cmd, cwd=cwd, env=tool_env(), capture_output=True, text=True, timeout=timeout,
+        cmd,
+        cwd=cwd,
+        env=tool_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
         shell=isinstance(cmd, str),
     )
     if proc.returncode != 0:

@@ -47,8 +47,10 @@ def rule_config_sections() -> dict[str, set[str]]:
     for path in (ROOT / "workflow" / "rules").glob("*.smk"):
         for name, body in RULE_BLOCK.findall(path.read_text()):
             keys = set(re.findall(r'settings\("(\w+)"\)', body))
-            keys |= {".".join(filter(None, m)) for m in re.findall(
-                r'config\["(\w+)"\](?:\["(\w+)"\])?', body)}
+            keys |= {
+                ".".join(filter(None, m))
+                for m in re.findall(r'config\["(\w+)"\](?:\["(\w+)"\])?', body)
+            }
             if "CHUNKS" in body:
                 keys.add("render.chunks")
             used[name] = keys
@@ -72,8 +74,10 @@ def test_dvc_outs_are_exactly_the_rules_outputs(dvc_stages, rule_outputs):
     for stage, spec in dvc_stages.items():
         rules, _ = allowed_rules(spec["cmd"])
         produced = set().union(*(rule_outputs.get(r, set()) for r in rules))
-        declared = [next(iter(o)) if isinstance(o, dict) else o
-                    for o in spec.get("outs", []) + spec.get("metrics", [])]
+        declared = [
+            next(iter(o)) if isinstance(o, dict) else o
+            for o in spec.get("outs", []) + spec.get("metrics", [])
+        ]
         for path in produced:
             assert any(path == d or Path(path).is_relative_to(d) for d in declared), (stage, path)
         for path in declared:

@@ -43,10 +43,14 @@ def test_bucket_is_the_smallest_that_fits_and_minus_one_for_none():
 
 def test_table_passes_failures_through_and_records_corrupt_images(sample_formulas):
     rendered = render.to_table(
-        render.render_formulas([(f"{i:016x}", f) for i, f in enumerate(sample_formulas[:2])],
-                               render.RenderSettings(dpi=100))
-        + [render.Rendered("bad0", None, "failed", "tex_error", "Undefined control sequence."),
-           render.Rendered("bad1", b"\x89PNG not really", "ok")]
+        render.render_formulas(
+            [(f"{i:016x}", f) for i, f in enumerate(sample_formulas[:2])],
+            render.RenderSettings(dpi=100),
+        )
+        + [
+            render.Rendered("bad0", None, "failed", "tex_error", "Undefined control sequence."),
+            render.Rendered("bad1", b"\x89PNG not really", "ok"),
+        ]
     )
     table = crop.crop_table(rendered, crop.CropSettings(buckets=((16, 64), (64, 512))))
     rows = {r["id"]: r for r in table.to_pylist()}

@@ -27,8 +27,19 @@ def make_project(dest: Path, extra_formulas: list[str] = ()) -> Path:
     for section, values in SMALL.items():
         params[section].update(values)
     if extra_formulas:
-        run(["python", "-m", "pipeline", "generate", "--settings",
-             json.dumps(params["generate"]), "--out", "lists/formulas.txt"], dest)
+        run(
+            [
+                "python",
+                "-m",
+                "pipeline",
+                "generate",
+                "--settings",
+                json.dumps(params["generate"]),
+                "--out",
+                "lists/formulas.txt",
+            ],
+            dest,
+        )
         with open(dest / "lists" / "formulas.txt", "a") as handle:
             handle.write("\n".join(extra_formulas) + "\n")
         params["step0"]["input"] = "lists/formulas.txt"
@@ -45,8 +56,10 @@ def check_accounting(project: Path) -> dict:
     report = json.loads((project / "reports" / "data.json").read_text())
     assert report["rows"] + report["failed"] + report["filtered"] == report["formulas_in"]
     manifest = json.loads((project / "data" / "shards" / "manifest.json").read_text())
-    rows = sum(pq.read_metadata(project / "data" / "shards" / m["path"]).num_rows
-               for m in manifest["shards"])
+    rows = sum(
+        pq.read_metadata(project / "data" / "shards" / m["path"]).num_rows
+        for m in manifest["shards"]
+    )
     assert rows == report["rows"] > 0
     return report
 

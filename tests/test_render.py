@@ -138,20 +138,70 @@ def test_tex_itself_refuses_files_outside_scratch_and_shell_escape(tmp_path):
 def test_cli_renders_only_its_chunk(tmp_path, sample_formulas):
     import pyarrow as pa
 
-    table = pa.table({
-        "id": [formula_id(f) for f in sample_formulas],
-        "formula": sample_formulas,
-        "split": ["train"] * len(sample_formulas),
-    })
+    table = pa.table(
+        {
+            "id": [formula_id(f) for f in sample_formulas],
+            "formula": sample_formulas,
+            "split": ["train"] * len(sample_formulas),
+        }
+    )
     pq.write_table(table, tmp_path / "f.parquet")
     settings = json.dumps({"chunks": 2, "dpi": 100, "batch_size": 10, "timeout_s": 30})
     seen = []
     for chunk in (0, 1):
         out = tmp_path / f"c{chunk}.parquet"
-        args = ["--settings", settings, "--formulas", str(tmp_path / "f.parquet"),
-                "--chunk", str(chunk), "--out", str(out)]
+        args = [
+            "--settings",
+            settings,
+            "--formulas",
+            str(tmp_path / "f.parquet"),
+            "--chunk",
+            str(chunk),
+            "--out",
+            str(out),
+        ]
         assert render.main(args) == 0
         rows = pq.read_table(out).to_pylist()
         assert all(render.chunk_of(r["id"], 2) == chunk for r in rows)
         seen += [r["id"] for r in rows]
     assert sorted(seen) == sorted(table["id"].to_pylist())
+
+
+def test_pages_after_a_failing_formula_match_rendering_them_alone(sample_formulas, tmp_path):
+    bad = r"\hspace { 1 c m } x"
+    together = by_id(
+        render.BatchRenderer(SETTINGS, tmp_path).render(
+            items([sample_formulas[0], bad] + sample_formulas[1:])
+        )
+    )
+    for item_id, formula in items(sample_formulas):
+        alone = render.BatchRenderer(SETTINGS, tmp_path).render([(item_id, formula)])[0]
+        assert together[item_id].png == alone.png
+
+
+def test_a_formula_that_leaves_a_group_open_is_failed_and_the_rest_recompiled(tmp_path):
+    leak = r"\begingroup x"  # only reachable without the allow-list
+    formulas = ["a", leak, "b", "c"]
+    results = by_id(render.BatchRenderer(SETTINGS, tmp_path).render(items(formulas)))
+    assert results[formula_id(leak)].status == "failed"
+    assert all(results[formula_id(f)].status == "ok" for f in ("a", "b", "c"))
+
+
+def test_settle_stops_at_a_leak_or_a_missing_marker():
+    markers = {-1: (1, 1), 0: (2, 1), 1: (3, 2), 2: (4, 2)}
+    done = render.settle(3, {1: "Missing } inserted."}, markers)
+    assert done.count == 2 and done.pages == {0: (1, 2)} and set(done.failed) == {1}
+    done = render.settle(3, {1: "Emergency stop."}, {-1: (1, 1), 0: (2, 1)})
+    assert done.count == 2 and set(done.failed) == {1}
+    done = render.settle(3, {}, {-1: (1, 1), 0: (2, 1)})
+    assert done.count == 1 and done.pages == {0: (1, 2)} and not done.failed
+    done = render.settle(
+        2, {0: "Illegal unit of measure (pt inserted)."}, {-1: (1, 1), 0: (2, 1), 1: (3, 1)}
+    )
+    assert done.count == 2 and done.pages == {1: (2, 3)}
+
+
+def test_a_trailing_control_space_does_not_fuse_with_the_wrapper(tmp_path):
+    formulas = [r"a = b \ ", r"x \ ", "c"]
+    results = render.BatchRenderer(SETTINGS, tmp_path).render(items([f.strip() for f in formulas]))
+    assert [r.status for r in results] == ["ok", "ok", "ok"]

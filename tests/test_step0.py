@@ -17,7 +17,12 @@ def test_ids_are_stable_and_content_derived():
 
 
 def test_duplicates_and_blank_lines_are_counted_not_kept(sample_formulas):
-    lines = sample_formulas + [sample_formulas[0], "   ", "", "x  ^ {  2 } +  y ^ { 2 } = z ^ { 2 }"]
+    lines = sample_formulas + [
+        sample_formulas[0],
+        "   ",
+        "",
+        "x  ^ {  2 } +  y ^ { 2 } = z ^ { 2 }",
+    ]
     table, report = step0.build_table(lines, RATIOS)
     assert table.num_rows == len(sample_formulas)
     assert report.lines == len(lines)
@@ -44,8 +49,13 @@ def test_explicit_split_lists_keep_a_shared_formula_in_test(tmp_path):
     (tmp_path / "test.formulas.norm.txt").write_text("shared\ng + h\n")
     table, report = step0.run(tmp_path, RATIOS)
     splits = dict(zip(table["formula"].to_pylist(), table["split"].to_pylist(), strict=True))
-    assert splits == {"a + b": "train", "c + d": "train", "e + f": "validation",
-                      "shared": "test", "g + h": "test"}
+    assert splits == {
+        "a + b": "train",
+        "c + d": "train",
+        "e + f": "validation",
+        "shared": "test",
+        "g + h": "test",
+    }
     assert report.cross_split_duplicates == 1
 
 
@@ -60,8 +70,10 @@ def test_cli_writes_table_and_report(tmp_path, sample_formulas):
     source.write_text("\n".join(sample_formulas) + "\n")
     settings = {"input": str(source), "split": RATIOS}
     out, report = tmp_path / "o.parquet", tmp_path / "r.json"
-    assert step0.main(["--settings", json.dumps(settings), "--out", str(out),
-                       "--report", str(report)]) == 0
+    assert (
+        step0.main(["--settings", json.dumps(settings), "--out", str(out), "--report", str(report)])
+        == 0
+    )
     assert pq.read_table(out).column_names == ["id", "formula", "split"]
     assert json.loads(report.read_text())["formulas"] == len(sample_formulas)
 

@@ -25,10 +25,12 @@ def test_encode_decode_round_trip_and_unknown():
 
 
 def test_oov_rates_per_split():
-    formulas = pd.DataFrame({
-        "formula": ["a b", "a", "a z", "y y"],
-        "split": ["train", "train", "validation", "test"],
-    })
+    formulas = pd.DataFrame(
+        {
+            "formula": ["a b", "a", "a z", "y y"],
+            "split": ["train", "train", "validation", "test"],
+        }
+    )
     voc, _ = vocab.build_vocab(formulas[formulas.split == "train"].formula, 1)
     rates = vocab.oov_rates(voc, formulas)
     assert rates["train"]["token_oov_rate"] == 0
@@ -37,11 +39,20 @@ def test_oov_rates_per_split():
 
 
 def test_built_from_training_split_only(tmp_path):
-    frame = pd.DataFrame({"id": ["1", "2"], "formula": ["a b", "secret"],
-                          "split": ["train", "test"]})
+    frame = pd.DataFrame(
+        {"id": ["1", "2"], "formula": ["a b", "secret"], "split": ["train", "test"]}
+    )
     frame.to_parquet(tmp_path / "f.parquet")
-    args = ["--settings", '{"min_count": 1}', "--formulas", str(tmp_path / "f.parquet"),
-            "--out", str(tmp_path / "v.json"), "--report", str(tmp_path / "r.json")]
+    args = [
+        "--settings",
+        '{"min_count": 1}',
+        "--formulas",
+        str(tmp_path / "f.parquet"),
+        "--out",
+        str(tmp_path / "v.json"),
+        "--report",
+        str(tmp_path / "r.json"),
+    ]
     assert vocab.main(args) == 0
     voc = vocab.Vocab.load(tmp_path / "v.json")
     assert "secret" not in voc.index and "a" in voc.index
