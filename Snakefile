@@ -8,9 +8,10 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/prepare.smk"
 include: "workflow/rules/images.smk"
 include: "workflow/rules/dataset.smk"
+include: "workflow/rules/model.smk"
 
 
 rule all:
     default_target: True
     input:
-        rules.shards.output,
+        rules.evaluate.output,

@@ -15,6 +15,8 @@ COMMANDS = {
     "crop": "pipeline.crop",
     "vocab": "pipeline.vocab",
     "shards": "pipeline.shards",
+    "train": "pipeline.train",
+    "evaluate": "pipeline.evaluate",
 }
 
 

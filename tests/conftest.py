@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,3 +72,75 @@ def sample_formulas() -> list[str]:
         r"\left( \begin{array} { c c } a & b \\ c & d \end{array} \right)",
         r"\alpha \beta \gamma",
     ]
+
+
+TINY_TRAIN = {
+    "batch_size": 8,
+    "epochs": 50,
+    "max_steps": 12,
+    "checkpoint_every": 4,
+    "val_bleu_samples": 8, "patience": 100,
+    "max_len": 40,
+    "learning_rate": 0.003,
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_shards(tmp_path_factory) -> Path:
+    """~60 real rendered formulas in shards: the same code path as the pipeline, in-process."""
+    from pipeline import crop, generate, render, shards, vocab
+    from pipeline.step0 import build_table
+
+    root = tmp_path_factory.mktemp("data")
+    formulas = generate.generate_formulas(60, seed=3, max_tokens=30)
+    table, _ = build_table(formulas, {"train": 0.7, "validation": 0.15, "test": 0.15})
+    pq.write_table(table, root / "formulas.parquet")
+    items = list(zip(table["id"].to_pylist(), table["formula"].to_pylist(), strict=True))
+    rendered = render.to_table(render.render_formulas(items, render.RenderSettings(dpi=100)))
+    cropped = crop.crop_table(rendered, crop.CropSettings(buckets=((32, 256), (64, 512))))
+    pq.write_table(cropped, root / "chunk-000.parquet")
+    train_rows = [
+        f
+        for f, s in zip(table["formula"].to_pylist(), table["split"].to_pylist(), strict=True)
+        if s == "train"
+    ]
+    voc, _ = vocab.build_vocab(train_rows, 1)
+    voc.save(root / "vocab.json")
+    out = root / "shards"
+    _, manifest, _ = shards.build_shards(
+        table, [root / "chunk-000.parquet"], voc, shards.ShardSettings(), out
+    )
+    (out / "manifest.json").write_text(json.dumps({"shards": manifest}))
+    return root
+
+
+def train_command(root: Path, work: Path, variant: str = "seq2seq", **overrides) -> list[str]:
+    settings = TINY_TRAIN | overrides
+    return [
+        sys.executable,
+        "-m",
+        "pipeline",
+        "train",
+        "--model-settings",
+        json.dumps({"variant": variant, "preset": "tiny"}),
+        "--train-settings",
+        json.dumps(settings),
+        "--shards",
+        str(root / "shards"),
+        "--vocab",
+        str(root / "vocab.json"),
+        "--out",
+        str(work / "model"),
+        "--checkpoints",
+        str(work / "ckpt"),
+        "--live",
+        str(work / "live"),
+    ]
+
+
+def run_train(cmd: list[str], work: Path, env: dict | None = None) -> str:
+    proc = subprocess.run(
+        cmd, cwd=work, capture_output=True, text=True, timeout=300, env=env or tool_env()
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc.stderr

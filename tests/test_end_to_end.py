@@ -17,7 +17,11 @@ pytestmark = pytest.mark.slow
 SMALL = {
     "generate": {"count": 200},
     "render": {"chunks": 2, "batch_size": 60},
+    "model": {"preset": "tiny"},
+    "train": {"batch_size": 16, "max_steps": 10, "val_bleu_samples": 16, "max_len": 60},
+    "evaluate": {"max_len": 60},
 }
+DATA_STAGES = {"generate", "step0", "render", "crop", "vocab", "shards"}
 
 
 def make_project(dest: Path, extra_formulas: list[str] = ()) -> Path:
@@ -70,7 +74,7 @@ BAD = [r"\input { / e t c / p a s s w d }", r"\hspace { 1 c m } x", r"\,"]
 def test_dvc_repro_then_noop_then_param_change_then_experiment(tmp_path):
     project = make_project(tmp_path / "p", extra_formulas=BAD + ["x + y", "x + y"])
     first = run(["dvc", "repro"], project, timeout=600)
-    assert ran_stages(first.stdout) == {"generate", "step0", "render", "crop", "vocab", "shards"}
+    assert ran_stages(first.stdout) == DATA_STAGES | {"train", "evaluate"}
     report = check_accounting(project)
     assert report["failed_by_reason"] == {"blank": 1, "tex_error": 1, "unsafe": 1}
     step0_report = json.loads((project / "reports" / "step0.json").read_text())
@@ -83,22 +87,27 @@ def test_dvc_repro_then_noop_then_param_change_then_experiment(tmp_path):
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["vocab"]["min_count"] = 2
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    assert ran_stages(run(["dvc", "repro"], project).stdout) == {"vocab", "shards"}
+    rerun = {"vocab", "shards", "train", "evaluate"}
+    assert ran_stages(run(["dvc", "repro"], project).stdout) == rerun
 
     run("git add -A && git -c user.email=t@t -c user.name=t commit -qm min_count", project)
     run(["dvc", "exp", "run", "-S", "shards.max_tokens=20"], project, timeout=600)
+    run(["dvc", "exp", "run", "-S", "model.variant=strips"], project, timeout=600)
     shown = json.loads(run(["dvc", "exp", "show", "--json"], project).stdout)
-    filtered = [_metric(entry, "filtered") for entry in _experiments(shown)]
+    filtered = [_metric(e, "reports/data.json", "filtered") for e in _experiments(shown)]
     assert any(f and f > 0 for f in filtered), filtered
+    samples = [_metric(e, "metrics.json", "samples") for e in _experiments(shown)]
+    assert len(samples) == 2 and all(s and s > 0 for s in samples), samples
+    run(["dvc", "plots", "show", "--json"], project)
 
 
 def _experiments(shown: list) -> list:
     return [exp for rev in shown for exp in (rev.get("experiments") or [])]
 
 
-def _metric(entry: dict, key: str):
+def _metric(entry: dict, path: str, key: str):
     for rev in entry.get("revs", []):
-        metrics = rev.get("data", {}).get("metrics", {}).get("reports/data.json", {})
+        metrics = rev.get("data", {}).get("metrics", {}).get(path, {})
         if key in metrics.get("data", {}):
             return metrics["data"][key]
     return None

@@ -1,0 +1,45 @@
+# Training and evaluation. `train` asks for a GPU; the SLURM profile turns that into a request.
+
+
+rule train:
+    input:
+        shards="data/shards",
+        vocab="data/vocab/vocab.json",
+    output:
+        model=directory("models/best"),
+        live=directory("dvclive"),
+    params:
+        model=settings("model"),
+        train=settings("train"),
+        preprocessing=json.dumps({"dpi": config["render"]["dpi"], "crop": config["crop"]}),
+    resources:
+        gpu=1,
+    threads: 64  # capped at --cores: TensorFlow uses every core it gets
+    conda:
+        "../envs/pipeline.yaml"
+    log:
+        "logs/train.log",
+    shell:
+        "python -m pipeline train --model-settings {params.model:q}"
+        " --train-settings {params.train:q} --preprocessing {params.preprocessing:q}"
+        " --shards {input.shards} --vocab {input.vocab} --out {output.model}"
+        " --checkpoints checkpoints --live {output.live} 2>&1 | tee {log}"
+
+
+rule evaluate:
+    input:
+        model="models/best",
+        shards="data/shards",
+    output:
+        metrics="metrics.json",
+        predictions="reports/predictions.parquet",
+    params:
+        settings=settings("evaluate"),
+    conda:
+        "../envs/pipeline.yaml"
+    log:
+        "logs/evaluate.log",
+    shell:
+        "python -m pipeline evaluate --settings {params.settings:q} --model {input.model}"
+        " --shards {input.shards} --metrics {output.metrics}"
+        " --predictions {output.predictions} 2>&1 | tee {log}"
