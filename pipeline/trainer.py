@@ -77,7 +77,7 @@ class Trainer:
         return optimizer
 
     # -- data -------------------------------------------------------------------------------
-    def _train_data(self, epoch: int, skip: int) -> tf.data.Dataset:
+    def train_data(self, epoch: int, skip: int) -> tf.data.Dataset:
         data = dataset.make_dataset(
             self.train_paths,
             batch_size=self.settings.batch_size,
@@ -99,7 +99,7 @@ class Trainer:
         )
 
     # -- steps ------------------------------------------------------------------------------
-    def _build(self) -> None:
+    def build(self) -> None:
         """Create every variable before restoring a checkpoint into them."""
         images, tokens = next(iter(self._val_data().take(1)))
         with self.strategy.scope():
@@ -117,7 +117,7 @@ class Trainer:
         self.optimizer.apply(grads, self.model.trainable_variables)
         return loss, models.token_accuracy(tokens[:, 1:], logits)
 
-    def _make_train_step(self):
+    def make_train_step(self):
         @tf.function(reduce_retracing=True)
         def step(images, tokens):
             loss, accuracy = self.strategy.run(self._replica_step, args=(images, tokens))
@@ -140,12 +140,12 @@ class Trainer:
     def run(self, out: Path, checkpoints: Path, live_dir: Path) -> None:
         from dvclive import Live
 
-        self._build()
+        self.build()
         manager = self._checkpoints(checkpoints)
         self.best_dir = Path(manager.directory) / "best"
         progress = self._restore(manager)
         resumed = progress.step > 0
-        train_step = self._make_train_step()
+        train_step = self.make_train_step()
         with Live(str(live_dir), resume=resumed, save_dvc_exp=False, dvcyaml=False) as live:
             if not resumed:
                 live.log_params({"model": self.model_section, "train": asdict(self.settings)})
@@ -180,7 +180,7 @@ class Trainer:
         start = time.monotonic()
         seconds_before = progress.seconds
         bar = tf.keras.utils.Progbar(None, stateful_metrics=["loss", "acc"], verbose=1)
-        for images, tokens in self._train_data(progress.epoch, progress.step_in_epoch):
+        for images, tokens in self.train_data(progress.epoch, progress.step_in_epoch):
             loss, accuracy = train_step(images, tokens)
             progress.step += 1
             progress.step_in_epoch += 1
