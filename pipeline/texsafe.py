@@ -156,11 +156,11 @@ _SPACING = r"""
 """
 
 _STRUCTURE = r"""
-\frac \dfrac \tfrac \cfrac \genfrac \binom \dbinom \tbinom \sqrt \stackrel \overset \underset
-\atop \over \choose \above \brace \brack \operatorname \substack \buildrel \boxed
+\frac \dfrac \tfrac \cfrac \binom \dbinom \tbinom \sqrt \stackrel \overset \underset
+\atop \over \choose \brace \brack \operatorname \substack \buildrel \boxed
 \fbox \mbox \makebox \raisebox \rule \rlap \llap \lefteqn \mathrel \mathbin \mathord \mathop
 \mathopen \mathclose \mathpunct \mathinner \limits \nolimits \displaylimits \not \label
-\nonumber \notag \hline \cline \vline \multicolumn \hdotsfor \ensuremath \mod \bmod \pmod
+\nonumber \notag \hline \cline \vline \multicolumn \ensuremath \mod \bmod \pmod
 \pod \sb \sp \protect \relax \raise \lower \begin \end \\ \& \_ \# \% \$
 """
 
@@ -280,7 +280,8 @@ _PLAIN_CHARACTERS = frozenset(chr(code) for code in range(0x21, 0x7F)) - {"\\"}
 #   s  optional *                                o  optional [..] that must be closed
 #   a  optional [t], [b] or [c]                  n  no [ may follow (\\)
 #   c  optional (x,y) picture coordinates        C  mandatory (x,y)
-#   v  text up to a \over in the same group
+#   d  a delimiter (\big ...)                   N  {n}, one digit
+#                            v  text up to a \over in the same group
 # Each rule was found by rendering batches with latex: an unterminated [ or (, a coordinate
 # pair without its comma, an unbraced \label and a \cline without n-m make TeX read on
 # through every following formula of the batch; a missing mandatory argument makes a command
@@ -311,33 +312,38 @@ _ARGUMENTS: dict[str, str] = {
         r"""\mathrm \mathbf \mathcal \mathit \mathsf \mathtt \mathbb \mathfrak \mathnormal
         \boldsymbol \pmb \boxed \lefteqn \mathrel
         \mathbin \mathord \mathop \mathopen \mathclose \mathpunct \mathinner \phantom
-        \hphantom \vphantom \substack \ensuremath \mod \pmod \pod \linethickness
-        \big \Big \bigg \Bigg \bigl \bigr \bigm \Bigl \Bigr \Bigm \biggl \biggr \biggm \Biggl
+        \hphantom \vphantom \substack \ensuremath \mod \pmod \pod""",
+    ),
+    **_shape(
+        "d",
+        r"""\big \Big \bigg \Bigg \bigl \bigr \bigm \Bigl \Bigr \Bigm \biggl \biggr \biggm \Biggl
         \Biggr \Biggm""",
     ),
+    **_shape("b", r"\linethickness"),
     **_shape("mm", r"\frac \dfrac \tfrac \binom \dbinom \tbinom \stackrel \overset \underset"),
-    **_shape("mm", r"\setlength"),
+    **_shape("bb", r"\setlength"),
     **_shape("T", r"\label"),
     **_shape("r", r"\cline"),
     **_shape("", r"\hline"),
-    **_shape("omm", r"\cfrac \rule"),
-    **_shape("om", r"\sqrt \smash \xrightarrow \xleftarrow \hdotsfor"),
-    **_shape("sm", r"\operatorname \hspace \vspace \circle"),
+    **_shape("omm", r"\cfrac"),
+    **_shape("obb", r"\rule"),
+    **_shape("om", r"\sqrt \smash \xrightarrow \xleftarrow"),
+    **_shape("sm", r"\operatorname \circle"),
+    **_shape("sb", r"\hspace \vspace"),
     **_shape("sn", "\\\\"),
     **_shape("mkm", r"\multicolumn"),
-    **_shape("mmmmmm", r"\genfrac"),
     **_shape("coot", r"\makebox"),
-    **_shape("moot", r"\raisebox"),
-    **_shape("cp", r"\put"),
-    **_shape("cm", r"\line \vector"),
-    **_shape("co", r"\oval"),
+    **_shape("boot", r"\raisebox"),
+    **_shape("Cp", r"\put"),
+    **_shape("Cm", r"\line \vector"),
+    **_shape("Co", r"\oval"),
     **_shape("v", r"\buildrel"),
 }
 
 _ENVIRONMENT_ARGUMENTS: dict[str, str] = {
     "array": "ak",
     "subarray": "k",
-    "alignedat": "am",
+    "alignedat": "aN",
     "aligned": "a",
     "gathered": "a",
     "picture": "Cc",
@@ -366,8 +372,8 @@ _TEXT_SAFE = _names(
     \{ \} \~ \hspace \vspace \rule \raisebox \kern \hskip \vdots \label \nonumber \notag"""
 ) | (_PLAIN_CHARACTERS - {"^", "_", "&"}) | {"\\ "}
 
-#: What a picture body may hold: text, plus the picture commands.
-_PICTURE_SAFE = _TEXT_SAFE | _names(
+#: What a picture body may hold: text without \\, plus the picture commands.
+_PICTURE_SAFE = (_TEXT_SAFE - {"\\\\"}) | _names(
     r"""\put \line \vector \circle \oval \thicklines \thinlines \linethickness \unitlength
     \setlength"""
 )
@@ -385,7 +391,16 @@ _LEFT_RIGHT_DELIMITERS = _names(
 #: Tokens that cannot be a mandatory argument: TeX would take them as the argument and lose
 #: track of the group, cell, environment or \left pair they belong to.
 _NOT_AN_ARGUMENT = _names(
-    r"} & \\ \begin \end \left \middle \right \over \atop \choose \above \hline \cline"
+    r"} & \\ \begin \end \left \middle \right \over \atop \choose \brace \brack \hline \cline"
+)
+
+#: Primitives that read a math field and expand what follows: ``x _ \mathrm { m a x }``
+#: works, and any other command costs them at most two errors.  Macros (everything else)
+#: take an unbraced command as their whole argument, cutting it off from its own arguments:
+#: ``\hat \frac 1 2`` costs 12 errors, ``\fbox \H x`` more.
+_SCANS_MATH_FIELD = _names(
+    r"""^ _ \sb \sp \mathrel \mathbin \mathord \mathop \mathopen \mathclose \mathpunct
+    \mathinner"""
 )
 
 #: Commands that typeset their argument once per math style (\mathchoice, \mathpalette), so
@@ -416,6 +431,7 @@ _ALLOWED_TEX_TOKENS = (ALLOWED_CONTROL_SEQUENCES | _PLAIN_CHARACTERS) - _FORBIDD
 _STRUCTURAL = _names(r"{ } \begin \end \left \right \middle & \\")
 _NESTING_STEP = {"{": 1, "\\begin": 1, "\\left": 1, "}": -1, "\\end": -1, "\\right": -1}
 _TAKES_ARGUMENTS = frozenset(_ARGUMENTS) | {"\\begin"}
+_NEEDS_ARGUMENTS = frozenset(name for name, spec in _ARGUMENTS.items() if set(spec) - set("soacn"))
 _COLUMN_TYPES = frozenset("lcr|")
 _POSITIONS = frozenset("tbc")
 
@@ -441,7 +457,7 @@ class _Formula:
     Space-token numbers for reasons are worked out only when a reason is needed.
     """
 
-    __slots__ = ("text", "pieces", "matches", "row_breaks", "cell_breaks", "_where")
+    __slots__ = ("text", "pieces", "matches", "row_breaks", "cell_breaks", "strays", "_where")
 
     def __init__(self, text: str) -> None:
         self.text = text + " "  # so a trailing \ lexes as the control space it is
@@ -449,6 +465,7 @@ class _Formula:
         self.matches: dict[int, int] = {}  # each { or \begin -> its } or \end
         self.row_breaks: set[int] = set()  # indices of the \\ that end a row of a _RULED one
         self.cell_breaks: set[int] = set()  # indices of the & that end an alignment cell
+        self.strays: list[int] = []  # indices of the & and \\ outside any alignment
         self._where: list[int] | None = None
 
     def at(self, i: int) -> int:
@@ -613,9 +630,18 @@ def _pair(formula: _Formula, frame: _Frame, i: int) -> str | None:
     return None
 
 
-def _cell_end(formula: _Formula, frame: _Frame, i: int) -> str | None:
-    """Note where \\\\ ends an alignment row; a \\left must close in its own cell."""
+def _cell_end(formula: _Formula, stack: list[_Frame], i: int) -> str | None:
+    """Note where \\\\ ends an alignment row; a \\left must close in its own cell.
+
+    Inside braces or a picture within an alignment, ``&`` and ``\\\\`` confuse TeX's alignment
+    code into cascades of errors; outside any alignment they cost one error each and are left
+    alone, unless a command argument or a split holds them (see ``_stray_problem``).
+    """
+    frame = stack[-1]
     if frame.kind not in _ALIGNMENTS:
+        if any(outer.kind in _ALIGNMENTS for outer in stack):
+            return formula.refuse(i, f"is inside {_describe(formula, frame)} within an array")
+        formula.strays.append(i)
         return None
     if frame.lefts:
         cell_end = f"{formula.pieces[i]} at token {formula.at(i)}"
@@ -650,7 +676,7 @@ def _structure_step(formula: _Formula, stack: list[_Frame], i: int) -> str | int
     if piece == "}":
         return _close(formula, stack, "{", i)
     if piece == "&" or piece == "\\\\":
-        return _cell_end(formula, stack[-1], i)
+        return _cell_end(formula, stack, i)
     if piece != "\\begin" and piece != "\\end":
         return _pair(formula, stack[-1], i)
     found = _environment(formula, i)
@@ -685,7 +711,33 @@ def _structure_problem(formula: _Formula) -> str | None:
         depth += _NESTING_STEP.get(formula.pieces[i], 0)
         if depth > MAX_NESTING:
             return formula.refuse(i, f"nests deeper than {MAX_NESTING} groups")
-    return _unclosed(formula, stack)
+    return _unclosed(formula, stack) or _split_problem(formula)
+
+
+def _split_problem(formula: _Formula) -> str | None:
+    """A stray & or \\\\ costs one error, but after a split environment a dozen or more."""
+    if not formula.strays or "split" not in formula.text:
+        return None
+    pieces = formula.pieces
+    for i in _positions(pieces, frozenset(["\\begin"])):
+        found = _environment_name(pieces, i)
+        if found and found[0] == "split":
+            split = f"{formula.name(i)} at token {formula.at(i)}"
+            return formula.refuse(formula.strays[0], f"is outside any array, which breaks {split}")
+    return None
+
+
+def _stray_problem(formula: _Formula, i: int, end: int) -> str | None:
+    """Refuse a stray & or \\\\ in the arguments (``i`` to ``end``) of the command at ``i``.
+
+    Many commands build an internal alignment (\\overrightarrow, \\overbrace, \\substack ...),
+    which a stray & or \\\\ turns into a cascade of errors.
+    """
+    inside = [k for k in formula.strays if i < k < end]
+    if not inside:
+        return None
+    where = f"{formula.name(i)} at token {formula.at(i)}"
+    return formula.refuse(inside[0], f"is outside any array, in an argument of {where}")
 
 
 # --- arguments -------------------------------------------------------------------------------
@@ -715,6 +767,15 @@ def _text_problem(formula: _Formula, i: int, start: int, end: int, safe: frozens
     return ""
 
 
+def _unbraced_problem(formula: _Formula, i: int, nxt: str | None) -> str | None:
+    """Refuse a missing argument, or a command the command at ``i`` would cut off."""
+    if nxt is None or nxt in _NOT_AN_ARGUMENT:
+        return formula.refuse(i, "is missing an argument")
+    if nxt in _NEEDS_ARGUMENTS and formula.pieces[i] not in _SCANS_MATH_FIELD:
+        return formula.refuse(i, f"would take {nxt} without its arguments: add {{ }} around them")
+    return None
+
+
 def _read_bracketed(formula: _Formula, i: int, j: int, kind: str) -> int | str:
     """Skip a ``[..]`` (o, a) or ``(x,y)`` (c, C) that must be closed; refuse one (n)."""
     pieces, matches = formula.pieces, formula.matches
@@ -737,8 +798,9 @@ def _read_group(formula: _Formula, i: int, j: int, kind: str) -> int | str:
     """Skip a mandatory argument: any token or group (m), or a {group} of the right form."""
     pieces = formula.pieces
     nxt = pieces[j] if j < len(pieces) else None
-    if nxt is None or nxt in _NOT_AN_ARGUMENT:
-        return formula.refuse(i, "is missing an argument")
+    problem = _unbraced_problem(formula, i, nxt)
+    if problem:
+        return problem
     safe = _TEXT_KINDS.get(kind)
     if nxt != "{":
         if kind not in "mtp":
@@ -752,6 +814,8 @@ def _read_group(formula: _Formula, i: int, j: int, kind: str) -> int | str:
         return formula.refuse(i, "needs a column range { n - m }")
     if kind == "k" and not (inside and _COLUMN_TYPES.issuperset(inside)):
         return formula.refuse(i, "needs a column spec made of l c r |")
+    if kind == "N" and not (len(inside) == 1 and inside[0].isdigit()):
+        return formula.refuse(i, "needs a number of columns { n }")
     return end + 1
 
 
@@ -761,8 +825,11 @@ def _read_argument(formula: _Formula, i: int, j: int, kind: str) -> int | str:
         return j + (j < len(formula.pieces) and formula.pieces[j] == "*")
     if kind in "oacCn":
         return _read_bracketed(formula, i, j, kind)
-    if kind in "mbrktTp":
+    if kind in "mbrktTpN":
         return _read_group(formula, i, j, kind)
+    if kind == "d":
+        delimiter = j < len(formula.pieces) and formula.pieces[j] in _LEFT_RIGHT_DELIMITERS
+        return j + 1 if delimiter else formula.refuse(i, "is not followed by a delimiter")
     if _find_at_depth_zero(formula.pieces, j, "\\over", formula.matches) < 0:
         return formula.refuse(i, "has no matching \\over")
     return j
@@ -804,12 +871,14 @@ def _argument_problem(formula: _Formula) -> str | None:
     row_starts: set[int] = set()
     cell_starts = {k + 1 for k in formula.cell_breaks}
     copying: list[int] = []  # where the arguments of the enclosing style-copying commands end
+    fast = not formula.strays
     pieces, last = formula.pieces, len(formula.pieces) - 1
     for i in _positions(pieces, _TAKES_ARGUMENTS):
         piece = pieces[i]
-        if _ARGUMENTS.get(piece) == "m" and piece not in _STYLE_COPYING:  # common case, inlined
-            if i == last or pieces[i + 1] in _NOT_AN_ARGUMENT:
-                return formula.refuse(i, "is missing an argument")
+        if fast and _ARGUMENTS.get(piece) == "m" and piece not in _STYLE_COPYING:  # inlined
+            problem = _unbraced_problem(formula, i, None if i == last else pieces[i + 1])
+            if problem:
+                return problem
             continue
         if (piece == "\\hline" or piece == "\\cline") and i not in row_starts:
             return formula.refuse(i, "is not at the start of a row of an array")
@@ -818,6 +887,9 @@ def _argument_problem(formula: _Formula) -> str | None:
         end = _read_arguments(formula, i)
         if isinstance(end, str):
             return end
+        problem = formula.strays and _stray_problem(formula, i, end)
+        if problem:
+            return problem
         if _starts_rows(formula, i):
             row_starts.add(end)
         if piece in _STYLE_COPYING and (piece != "\\sqrt" or pieces[i + 1] == "["):

@@ -300,10 +300,45 @@ def test_style_copying_commands_cannot_nest_deeply() -> None:
             r"\fbox { \begin{array} { c } x \end{array} }",
             "\\fbox at token 1 has \\begin in text mode, where it is not allowed",
         ),
+        (r"x \= \sum", "\\= at token 2 has \\sum in text mode, where it is not allowed"),
+        # an unbraced command argument is cut off from its own arguments
+        (
+            r"\sqrt \frac 1 2",
+            "\\sqrt at token 1 would take \\frac without its arguments: add { } around them",
+        ),
+        (
+            r"\fbox \H x",
+            "\\fbox at token 1 would take \\H without its arguments: add { } around them",
+        ),
+        (r"\big { x }", "\\big at token 1 is not followed by a delimiter"),
+        (r"\begin{picture} x \end{picture}", "\\begin{picture} at token 1 needs ( x , y )"),
+        (r"\line { 2 }", "\\line at token 1 needs ( x , y )"),
+        (
+            r"\begin{alignedat} { x } a \end{alignedat}",
+            "\\begin{alignedat} at token 1 needs a number of columns { n }",
+        ),
+        (
+            r"\begin{array} { c } { a \\ b } \end{array}",
+            "\\\\ at token 7 is inside { at token 5 within an array",
+        ),
+        (
+            r"\begin{split} x \end{split} & y",
+            "& at token 4 is outside any array, which breaks \\begin{split} at token 1",
+        ),
     ],
 )
 def test_argument_shapes(formula: str, expected: str) -> None:
     assert check_formula(formula) == expected
+
+
+def test_primitives_may_take_an_unbraced_command() -> None:
+    # ^, _ and \mathbin read a math field and expand it, as real formulas rely on.
+    assert check_formula(r"x _ \mathrm { m a x } + y \sp \frac 1 2 \mathbin \mathrm { d }") is None
+
+
+def test_stray_alignment_characters_cost_one_error_and_are_left_alone() -> None:
+    assert check_formula(r"a & b \\ c") is None
+    assert check_formula(r"\begin{split} a & = b \\ & = c \end{split}") is None
 
 
 # --- accepted --------------------------------------------------------------------------------
