@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import shutil
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -24,6 +25,29 @@ from pipeline.vocab import Vocab
 log = logging.getLogger("pipeline")
 WEIGHTS = "model.weights.h5"
 CONFIG = "model.json"
+
+
+class ProgressDisplay:
+    """Keras's progress bar on a terminal; a log line every 100 steps in a log file."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.tty = sys.stderr.isatty()
+        self.bar = (
+            tf.keras.utils.Progbar(None, stateful_metrics=["loss", "acc"]) if self.tty else None
+        )
+
+    def update(self, step: int, loss: float, accuracy: float) -> None:
+        if self.bar is not None:
+            self.bar.update(step, [("loss", loss), ("acc", accuracy)])
+        elif step % 100 == 0:
+            log.info(
+                "train: epoch %d, step %d: loss %.4f, acc %.4f",
+                self.epoch + 1,
+                step,
+                loss,
+                accuracy,
+            )
 
 
 class Trainer:
@@ -179,13 +203,13 @@ class Trainer:
         """Train until the epoch ends (True) or the budget runs out mid-epoch (False)."""
         start = time.monotonic()
         seconds_before = progress.seconds
-        bar = tf.keras.utils.Progbar(None, stateful_metrics=["loss", "acc"], verbose=1)
+        bar = ProgressDisplay(progress.epoch)
         for images, tokens in self.train_data(progress.epoch, progress.step_in_epoch):
             loss, accuracy = train_step(images, tokens)
             progress.step += 1
             progress.step_in_epoch += 1
             progress.seconds = seconds_before + time.monotonic() - start
-            bar.update(progress.step_in_epoch, [("loss", float(loss)), ("acc", float(accuracy))])
+            bar.update(progress.step_in_epoch, float(loss), float(accuracy))
             self.last_train = (float(loss), float(accuracy))
             if progress.step % self.settings.checkpoint_every == 0:
                 self._save(manager, progress)

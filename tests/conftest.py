@@ -79,7 +79,8 @@ TINY_TRAIN = {
     "epochs": 50,
     "max_steps": 12,
     "checkpoint_every": 4,
-    "val_bleu_samples": 8, "patience": 100,
+    "val_bleu_samples": 8,
+    "patience": 100,
     "max_len": 40,
     "learning_rate": 0.003,
 }
@@ -144,3 +145,10 @@ def run_train(cmd: list[str], work: Path, env: dict | None = None) -> str:
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     return proc.stderr
+
+
+@pytest.fixture(scope="session")
+def trained_tiny(tiny_shards, tmp_path_factory) -> tuple[Path, str]:
+    """One tiny training run shared by the train and evaluate tests: TF start-up is slow."""
+    work = tmp_path_factory.mktemp("trained")
+    return work, run_train(train_command(tiny_shards, work), work)

@@ -68,7 +68,8 @@ def check_accounting(project: Path) -> dict:
     return report
 
 
-BAD = [r"\input { / e t c / p a s s w d }", r"\hspace { 1 c m } x", r"\,"]
+WIDE = "x " + " ".join([r"\qquad"] * 40) + " y"  # ~13 inches: wider than every bucket
+BAD = [r"\input { / e t c / p a s s w d }", r"\hspace { 1 c m } x", r"\,", WIDE]
 
 
 def test_dvc_repro_then_noop_then_param_change_then_experiment(tmp_path):
@@ -77,6 +78,7 @@ def test_dvc_repro_then_noop_then_param_change_then_experiment(tmp_path):
     assert ran_stages(first.stdout) == DATA_STAGES | {"train", "evaluate"}
     report = check_accounting(project)
     assert report["failed_by_reason"] == {"blank": 1, "tex_error": 1, "unsafe": 1}
+    assert report["filtered_by_reason"] == {"image_too_large": 1}
     step0_report = json.loads((project / "reports" / "step0.json").read_text())
     assert step0_report["duplicates"] >= 1
 
@@ -126,3 +128,9 @@ def test_snakemake_render_alone_then_dvc_commit_leaves_status_clean(tmp_path):
     run(["dvc", "commit", "-f"], project)
     assert "up to date" in run(["dvc", "status"], project).stdout
     assert ran_stages(run(["dvc", "repro"], project).stdout) == set()
+
+    run(["dvc", "push"], project)  # the default local remote works out of the box
+    assert any((project / "dvc-remote").rglob("*"))
+    run("rm -rf .dvc/cache data/shards", project)
+    run(["dvc", "pull"], project)
+    check_accounting(project)

@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline import evaluate
-from tests.conftest import run, run_train, train_command
+from tests.conftest import run
 
 
 def test_rows_without_a_prediction_count_as_empty_predictions():
@@ -22,8 +22,8 @@ def test_rows_without_a_prediction_count_as_empty_predictions():
     assert summary["edit_distance"] == pytest.approx(0.5)
 
 
-def test_evaluate_scores_every_test_row(tiny_shards, tmp_path):
-    run_train(train_command(tiny_shards, tmp_path, max_steps=6), tmp_path)
+def test_evaluate_scores_every_test_row(tiny_shards, trained_tiny, tmp_path):
+    work, _ = trained_tiny
     metrics, predictions = tmp_path / "metrics.json", tmp_path / "predictions.parquet"
     run(
         [
@@ -34,7 +34,7 @@ def test_evaluate_scores_every_test_row(tiny_shards, tmp_path):
             "--settings",
             '{"batch_size": 8, "max_len": 40}',
             "--model",
-            str(tmp_path / "model"),
+            str(work / "model"),
             "--shards",
             str(tiny_shards / "shards"),
             "--metrics",

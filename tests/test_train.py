@@ -31,14 +31,14 @@ def test_run_key_changes_with_anything_that_shapes_the_run():
     assert base != train.run_key({"variant": "seq2seq"}, train.TrainSettings(), "e")
 
 
-@pytest.mark.parametrize("variant", ["seq2seq", "strips"])
-def test_training_exports_model_and_logs_curves(tiny_shards, tmp_path, variant):
-    log = run_train(train_command(tiny_shards, tmp_path, variant), tmp_path)
-    exported = json.loads((tmp_path / "model" / "model.json").read_text())
-    assert exported["model"]["variant"] == variant
-    assert (tmp_path / "model" / "model.weights.h5").stat().st_size > 0
-    assert (tmp_path / "model" / "vocab.json").exists()
-    live = json.loads((tmp_path / "live" / "metrics.json").read_text())
+def test_training_exports_model_and_logs_curves(trained_tiny):
+    work, log = trained_tiny
+    exported = json.loads((work / "model" / "model.json").read_text())
+    assert exported["model"]["variant"] == "seq2seq"
+    assert exported["fixed_height"] is None and exported["pad_multiple"] > 1
+    assert (work / "model" / "model.weights.h5").stat().st_size > 0
+    assert (work / "model" / "vocab.json").exists()
+    live = json.loads((work / "live" / "metrics.json").read_text())
     assert "loss" in live["train"] and "bleu" in live["val"]
     assert "done at step 12" in log
 
