@@ -233,7 +233,7 @@ class Trainer:
             if value is not None:
                 live.log_metric(name, round(float(value), 6))
         live.log_metric("epoch", progress.epoch + 1, plot=False)
-        live.log_metric("step", progress.step, plot=False)
+        live.log_metric("global_step", progress.step, plot=False)
         log.info(
             "train: epoch %d, step %d: val loss %.4f, val acc %.4f, val bleu %s",
             progress.epoch + 1,

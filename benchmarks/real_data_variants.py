@@ -1,0 +1,105 @@
+"""Each model variant trained for the same CPU budget on real formulas, scored side by side.
+
+Runs the pipeline in a throw-away copy of the project with `step0.input` pointing at the real
+im2latex-100k validation formulas (split train/validation/test by the pipeline), prepares the
+data once, then `dvc exp run -S model.variant=V -S train.max_minutes=M` for each variant and
+prints one table of the test metrics.
+
+    python benchmarks/real_data_variants.py [--minutes 60] [--variants seq2seq nopool strips]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.conftest import SHARED_DATA, copy_project, tool_env  # noqa: E402
+
+
+def sh(cmd: list[str] | str, cwd: Path) -> str:
+    proc = subprocess.run(
+        cmd, cwd=cwd, env=tool_env(), shell=isinstance(cmd, str), text=True, capture_output=True
+    )
+    if proc.returncode != 0:
+        raise SystemExit(f"{cmd} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc.stdout
+
+
+def prepare(project: Path, formulas: Path) -> dict:
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["step0"]["input"] = str(formulas)
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    sh("git init -q && git add -A && git -c user.email=b@b -c user.name=b commit -qm real", project)
+    sh(["dvc", "repro", "shards"], project)
+    sh("git add -A && git -c user.email=b@b -c user.name=b commit -qm data", project)
+    return json.loads((project / "reports" / "data.json").read_text())
+
+
+def run_variant(project: Path, variant: str, minutes: float) -> dict:
+    sh(
+        [
+            "dvc",
+            "exp",
+            "run",
+            "-S",
+            f"model.variant={variant}",
+            "-S",
+            f"train.max_minutes={minutes}",
+        ],
+        project,
+    )
+    scores = json.loads((project / "metrics.json").read_text())
+    exported = json.loads((project / "models" / "best" / "model.json").read_text())
+    live = json.loads((project / "dvclive" / "metrics.json").read_text())
+    return scores | {
+        "variant": variant,
+        "best_epoch": exported["epoch"],
+        "steps": live.get("global_step"),
+        "epochs": live.get("epoch"),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--formulas", type=Path, default=SHARED_DATA)
+    parser.add_argument("--minutes", type=float, default=60)
+    parser.add_argument("--variants", nargs="+", default=["seq2seq", "nopool", "strips"])
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+    if not args.formulas.exists():
+        print(f"skipped: {args.formulas} not found")
+        return 0
+    with tempfile.TemporaryDirectory(prefix="real-variants-") as tmp:
+        project = copy_project(Path(tmp))
+        data = prepare(project, args.formulas.resolve())
+        rows = [run_variant(project, v, args.minutes) for v in args.variants]
+    print(
+        f"real formulas ({args.formulas.name}): {data['rows_by_split']} rows, "
+        f"{data['failed']} failed, {data['filtered']} filtered; {args.minutes:g} min per variant"
+    )
+    print(
+        f"{'variant':9} {'epochs':>6} {'steps':>6} {'BLEU':>6} {'BLEU-u':>7} {'edit':>6} "
+        f"{'exact':>6} {'test':>5}"
+    )
+    for r in rows:
+        print(
+            f"{r['variant']:9} {r['epochs']:>6} {r['steps']:>6} {r['bleu']:>6.3f} "
+            f"{r['bleu_unsmoothed']:>7.3f} {r['edit_distance']:>6.3f} {r['exact_match']:>6.3f} "
+            f"{r['samples']:>5}"
+        )
+    if args.json:
+        args.json.write_text(json.dumps({"data": data, "variants": rows}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
