@@ -27,7 +27,7 @@ class TrainSettings:
     batch_size: int = 32  # global: split across replicas
     epochs: int = 30
     max_steps: int = 0  # 0: no limit
-    max_minutes: float = 0  # 0: no limit; counts time across resumed runs
+    max_minutes: float = 0.0  # 0: no limit; counts time across resumed runs
     learning_rate: float = 1e-3
     beta_1: float = 0.9
     beta_2: float = 0.999
