@@ -26,7 +26,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.conftest import copy_project, tool_env  # noqa: E402
+from tests.conftest import copy_project, init_git, tool_env  # noqa: E402
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -115,12 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         params["generate"]["count"] = args.count
         params["render"]["chunks"] = args.chunks
         (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-        subprocess.run(
-            "git init -q && git add -A && git -c user.email=b@b -c user.name=b commit -qm bench",
-            cwd=project,
-            shell=True,
-            check=True,
-        )
+        init_git(project, "bench")
         wall, peak, stages, _ = run_repro(project)
         report = json.loads((project / "reports" / "data.json").read_text())
     figures = {

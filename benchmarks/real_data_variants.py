@@ -22,7 +22,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.conftest import SHARED_DATA, copy_project, tool_env  # noqa: E402
+from tests.conftest import SHARED_DATA, copy_project, init_git, tool_env  # noqa: E402
 
 
 def sh(cmd: list[str] | str, cwd: Path) -> str:
@@ -38,9 +38,9 @@ def prepare(project: Path, formulas: Path) -> dict:
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["step0"]["input"] = str(formulas)
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    sh("git init -q && git add -A && git -c user.email=b@b -c user.name=b commit -qm real", project)
+    init_git(project, "real")
     sh(["dvc", "repro", "shards"], project)
-    sh("git add -A && git -c user.email=b@b -c user.name=b commit -qm data", project)
+    sh("git add -A && git commit -qm data", project)
     return json.loads((project / "reports" / "data.json").read_text())
 
 

@@ -50,6 +50,15 @@ def run(cmd: list[str] | str, cwd: Path, timeout: float = 300) -> subprocess.Com
     return proc
 
 
+def init_git(dest: Path, message: str = "init") -> None:
+    """A repository with its own identity: `dvc exp run` commits, and CI may have no global one."""
+    run(
+        "git init -q && git config user.email pipeline@example.invalid"
+        f" && git config user.name pipeline && git add -A && git commit -qm {message}",
+        dest,
+    )
+
+
 def copy_project(dest: Path) -> Path:
     """A fresh git repository holding the project's pipeline files, like a new clone."""
     for name in PROJECT_FILES:

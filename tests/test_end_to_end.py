@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from tests.conftest import copy_project, run
+from tests.conftest import copy_project, init_git, run
 
 pytestmark = pytest.mark.slow
 
@@ -48,7 +48,7 @@ def make_project(dest: Path, extra_formulas: list[str] = ()) -> Path:
             handle.write("\n".join(extra_formulas) + "\n")
         params["step0"]["input"] = "lists/formulas.txt"
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    run("git init -q && git add -A && git -c user.email=t@t -c user.name=t commit -qm init", dest)
+    init_git(dest)
     return dest
 
 
@@ -92,7 +92,7 @@ def test_dvc_repro_then_noop_then_param_change_then_experiment(tmp_path):
     rerun = {"vocab", "shards", "train", "evaluate"}
     assert ran_stages(run(["dvc", "repro"], project).stdout) == rerun
 
-    run("git add -A && git -c user.email=t@t -c user.name=t commit -qm min_count", project)
+    run("git add -A && git commit -qm min_count", project)
     run(["dvc", "exp", "run", "-S", "shards.max_tokens=20"], project, timeout=600)
     run(["dvc", "exp", "run", "-S", "model.variant=strips"], project, timeout=600)
     shown = json.loads(run(["dvc", "exp", "show", "--json"], project).stdout)
