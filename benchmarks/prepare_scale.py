@@ -64,7 +64,7 @@ class PeakMemory(threading.Thread):
             time.sleep(0.05)
 
 
-def stage_times(output: str, start: float, stamps: list[tuple[float, str]]) -> dict[str, float]:
+def stage_times(stamps: list[tuple[float, str]]) -> dict[str, float]:
     """Seconds per stage from the moments DVC announced each one."""
     marks = [
         (t, m.group(1)) for t, line in stamps if (m := re.search(r"Running stage '(\w+)'", line))
@@ -98,7 +98,7 @@ def run_repro(project: Path) -> tuple[float, int, dict[str, float], str]:
     return (
         wall,
         sampler.peak,
-        stage_times(output, start, stamps + [(time.perf_counter(), "")]),
+        stage_times(stamps + [(time.perf_counter(), "")]),
         output,
     )
 

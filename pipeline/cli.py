@@ -26,10 +26,15 @@ def add_settings_args(parser: argparse.ArgumentParser) -> None:
 
 def load_settings(args: argparse.Namespace, section: str) -> dict[str, Any]:
     """Return the stage's settings from --settings JSON or the named section of --params."""
-    if args.settings is not None:
-        value = json.loads(args.settings)
+    return read_section(args.settings, args.params, section)
+
+
+def read_section(settings_json: str | None, params: Path | None, section: str) -> dict[str, Any]:
+    """A section as JSON when given, else from the params file (default ``params.yaml``)."""
+    if settings_json is not None:
+        value = json.loads(settings_json)
     else:
-        path = args.params or Path("params.yaml")
+        path = params or Path("params.yaml")
         with open(path) as handle:
             value = (yaml.safe_load(handle) or {}).get(section)
         if value is None:

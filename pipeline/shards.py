@@ -92,8 +92,11 @@ class ShardWriter:
         if not self.buffer:
             return
         path = self.out_dir / f"{self.split}-{len(self.manifest):04d}.parquet"
-        pq.write_table(pa.Table.from_pylist(self.buffer, schema=SHARD_SCHEMA), path)
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        sink = pa.BufferOutputStream()
+        pq.write_table(pa.Table.from_pylist(self.buffer, schema=SHARD_SCHEMA), sink)
+        data = sink.getvalue().to_pybytes()
+        path.write_bytes(data)  # hashed in memory: no second read of what we just wrote
+        digest = hashlib.sha256(data).hexdigest()
         self.manifest.append(
             {"path": path.name, "split": self.split, "rows": len(self.buffer), "sha256": digest}
         )

@@ -177,26 +177,23 @@ _PICTURE = r"""
 #: Every control sequence a formula may contain.  ``"\\ "`` (backslash, space) is the control
 #: space, the im2latex token ``\`` followed by a space.  ``\operatorname*`` is covered by
 #: ``\operatorname`` (TeX reads the ``*`` as a separate token); ``\write18`` is ``\write``.
-ALLOWED_CONTROL_SEQUENCES: frozenset[str] = (
-    _names(
-        _GREEK
-        + _BINARY_OPERATORS
-        + _RELATIONS
-        + _ARROWS
-        + _BIG_OPERATORS
-        + _SYMBOLS
-        + _DELIMITERS
-        + _ACCENTS
-        + _TEXT_ACCENTS
-        + _FONTS
-        + _SIZES
-        + _SPACING
-        + _STRUCTURE
-        + _FUNCTION_NAMES
-        + _PICTURE
-    )
-    | {"\\ "}
-)
+ALLOWED_CONTROL_SEQUENCES: frozenset[str] = _names(
+    _GREEK
+    + _BINARY_OPERATORS
+    + _RELATIONS
+    + _ARROWS
+    + _BIG_OPERATORS
+    + _SYMBOLS
+    + _DELIMITERS
+    + _ACCENTS
+    + _TEXT_ACCENTS
+    + _FONTS
+    + _SIZES
+    + _SPACING
+    + _STRUCTURE
+    + _FUNCTION_NAMES
+    + _PICTURE
+) | {"\\ "}
 
 #: Environments a formula may open.  Everything else (document, verbatim, ...) is refused.
 ALLOWED_ENVIRONMENTS: frozenset[str] = _names(
@@ -358,8 +355,9 @@ _RULED = _ALIGNMENTS - {"aligned", "alignedat", "gathered", "split"}
 
 #: Control sequences that typeset without errors in text mode (found by rendering each one
 #: inside \mbox and \text), plus the length commands.  ^ _ & are math/alignment only.
-_TEXT_SAFE = _names(
-    r"""\! \" \# \$ \% \& \' \* \, \- \. \/ \: \; \= \> \AA \AE \H \Huge \L \LARGE \Large
+_TEXT_SAFE = (
+    _names(
+        r"""\! \" \# \$ \% \& \' \* \, \- \. \/ \: \; \= \> \AA \AE \H \Huge \L \LARGE \Large
     \O \OE \P \S \\ \^ \_ \` \aa \ae \allowbreak \b \bf \bfseries \bigskip \boldmath \c \cal
     \checkmark \copyright \d \dag \ddag \dots \dotso \em \emph \enskip \enspace \fbox
     \footnotesize \hfil \hfill \hphantom \hss \huge \i \it \itshape \j \l \large \lbrack
@@ -370,7 +368,10 @@ _TEXT_SAFE = _names(
     \textbf \textit \textmd \textnormal \textrm \textsc \textsf \textsl \texttt \textup
     \thickspace \thinspace \tiny \tt \ttfamily \u \unboldmath \underline \upshape \v \vphantom
     \{ \} \~ \hspace \vspace \rule \raisebox \kern \hskip \vdots \label \nonumber \notag"""
-) | (_PLAIN_CHARACTERS - {"^", "_", "&"}) | {"\\ "}
+    )
+    | (_PLAIN_CHARACTERS - {"^", "_", "&"})
+    | {"\\ "}
+)
 
 #: What a picture body may hold: text without \\, plus the picture commands.
 _PICTURE_SAFE = (_TEXT_SAFE - {"\\\\"}) | _names(

@@ -95,17 +95,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     cli.setup_logging()
-    model_section = _section(args.model_settings, args.params, "model")
-    settings = settings_from(_section(args.train_settings, args.params, "train"))
+    model_section = cli.read_section(args.model_settings, args.params, "model")
+    settings = settings_from(cli.read_section(args.train_settings, args.params, "train"))
     from pipeline.trainer import Trainer  # TensorFlow loads only when training
 
     preprocessing = json.loads(args.preprocessing)
     trainer = Trainer(model_section, settings, args.shards, args.vocab, preprocessing)
     trainer.run(args.out, args.checkpoints, args.live)
     return 0
-
-
-def _section(raw: str | None, params: Path, name: str) -> dict:
-    if raw is not None:
-        return json.loads(raw)
-    return cli.load_settings(argparse.Namespace(settings=None, params=params), name)

@@ -69,6 +69,7 @@ class Trainer:
         self.shards = Path(shards)
         self.pad_multiple = 2**self.config.pools
         self.fixed_height = self.config.canvas_height if self.config.variant == "strips" else None
+        self.last_train = (math.nan, math.nan)  # loss and accuracy of the latest step
         self.key = run_key(model_section, settings, data_digest(self.shards, self.vocab_path))
         self.train_paths = dataset.shard_paths(self.shards, "train")
         self.val_paths = dataset.shard_paths(self.shards, "validation")
@@ -219,10 +220,9 @@ class Trainer:
         return True
 
     def _end_epoch(self, progress: Progress, live, manager) -> None:
-        val_loss, val_accuracy = self._validate_loss()
-        val_bleu = self._validate_bleu() if self.settings.val_bleu_samples else None
+        val_loss, val_accuracy, val_bleu = self._validate()
         score = val_bleu if val_bleu is not None else -val_loss
-        train_loss, train_accuracy = getattr(self, "last_train", (math.nan, math.nan))
+        train_loss, train_accuracy = self.last_train
         for name, value in {
             "train/loss": train_loss,
             "train/token_accuracy": train_accuracy,
@@ -252,28 +252,23 @@ class Trainer:
         live.next_step()
         self._save(manager, progress)
 
-    def _validate_loss(self) -> tuple[float, float]:
-        losses, accuracies = [], []
+    def _validate(self) -> tuple[float, float, float | None]:
+        """Validation loss and accuracy over the split, and BLEU of greedy decoding on its first
+        ``val_bleu_samples`` rows, in one pass so each image is read and decoded once."""
+        losses, accuracies, references, hypotheses = [], [], [], []
         for images, tokens in self._val_data():
             loss, accuracy = self._eval_step(images, tokens)
             losses.append(float(loss))
             accuracies.append(float(accuracy))
-        return (
-            (sum(losses) / len(losses), sum(accuracies) / len(accuracies))
-            if losses
-            else (math.nan, math.nan)
-        )
-
-    def _validate_bleu(self) -> float:
-        references, hypotheses = [], []
-        for images, tokens in self._val_data():
-            predicted, _ = self.model.greedy_decode(images, self.settings.max_len)
-            for gold, guess in zip(tokens.numpy(), predicted.numpy(), strict=True):
-                references.append(self.vocab.decode(gold[1:]))
-                hypotheses.append(self.vocab.decode(guess))
-            if len(references) >= self.settings.val_bleu_samples:
-                break
-        return metrics.corpus_bleu(references, hypotheses, smooth=True)
+            if len(references) < self.settings.val_bleu_samples:
+                predicted, _ = self.model.greedy_decode(images, self.settings.max_len)
+                for gold, guess in zip(tokens.numpy(), predicted.numpy(), strict=True):
+                    references.append(self.vocab.decode(gold[1:]))
+                    hypotheses.append(self.vocab.decode(guess))
+        if not losses:
+            return math.nan, math.nan, None
+        bleu = metrics.corpus_bleu(references, hypotheses, smooth=True) if references else None
+        return sum(losses) / len(losses), sum(accuracies) / len(accuracies), bleu
 
     # -- budget, checkpoints, export --------------------------------------------------------
     def _budget_spent(self, progress: Progress, within_epoch: bool = False) -> bool:
