@@ -17,6 +17,7 @@ COMMANDS = {
     "shards": "pipeline.shards",
     "train": "pipeline.train",
     "evaluate": "pipeline.evaluate",
+    "predict": "pipeline.predict",
 }
 
 

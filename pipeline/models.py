@@ -9,11 +9,11 @@ Three variants share one encoder/decoder skeleton so that they can be compared o
   feature, and a deep output MLP. ``nopool`` attends over every location of the final map;
   ``strips`` attends over whole columns, which is why it needs a fixed canvas height.
 
-The decoder recurrence is a ``tf.while_loop`` inside a ``tf.function``, so both teacher forcing
-and greedy decoding run as one graph whatever the caller does; only the attention/RNN step is in
-the loop, the output layers run once over all steps. Training memory grows with
-``B * T * L * attention_units`` (the backward pass keeps every step's attention activations), so
-L, the number of attended locations, is what the presets keep in check.
+The decoder recurrence is a ``tf.while_loop`` inside a ``tf.function``, so teacher forcing,
+greedy decoding and beam search (``pipeline.beam``) run as one graph whatever the caller does;
+only the attention/RNN step is in the loop, the output layers run once over all steps. Training
+memory grows with ``B * T * L * attention_units`` (the backward pass keeps every step's attention
+activations), so L, the number of attended locations, is what the presets keep in check.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 import tensorflow as tf
+
+from pipeline.beam import BeamResult, beam_search, check_arguments
 
 keras = tf.keras
 
@@ -497,9 +499,40 @@ class AttentionDecoder(keras.layers.Layer):
         attention = tf.pad(tf.transpose(weights.stack(), [1, 0, 2]), [[0, 0], [0, missing], [0, 0]])
         return token_ids, attention
 
+    def beam(
+        self, memory: tf.Tensor, max_len: tf.Tensor, beam_width: int, length_penalty: float
+    ) -> BeamResult:
+        """Beam search over the same step as ``greedy``: the memory, its attention keys and the
+        initial state are repeated ``beam_width`` times (row b's beams at ``b*K .. b*K+K-1``)."""
+
+        def tile(x: tf.Tensor) -> tf.Tensor:
+            return tf.repeat(x, beam_width, axis=0)
+
+        keys = tile(self.attention_memory(memory))  # project once per row, not once per beam
+        tiled = tile(memory)
+
+        def step_fn(tokens: tf.Tensor, state: State) -> tuple[tf.Tensor, tf.Tensor, State]:
+            embedded = self._embed(tokens)
+            output, context, attention, state = self.step(embedded, state, tiled, keys)
+            logits = self.output_logits(embedded, output, context, training=False)
+            return tf.nn.log_softmax(tf.cast(logits, tf.float32)), attention, state
+
+        return beam_search(
+            step_fn,
+            tf.nest.map_structure(tile, self.initial_state(memory)),
+            batch_size=tf.shape(memory)[0],
+            beam_width=beam_width,
+            max_len=max_len,
+            length_penalty=length_penalty,
+            attention_size=tf.shape(memory)[1],
+            start_id=START,
+            end_id=END,
+        )
+
 
 class FormulaModel(keras.Model):
-    """Encoder + attention decoder; ``call`` is teacher forcing, ``greedy_decode`` inference."""
+    """Encoder + attention decoder; ``call`` is teacher forcing, ``greedy_decode`` and
+    ``beam_decode`` inference."""
 
     def __init__(self, config: ModelConfig, vocab_size: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -508,6 +541,7 @@ class FormulaModel(keras.Model):
         self.encoder = ConvEncoder(config, name="encoder")
         self.decoder = AttentionDecoder(config, vocab_size, name="decoder")
         self._greedy_graph = tf.function(self._greedy, reduce_retracing=True)
+        self._beam_graph = tf.function(self._beam, reduce_retracing=True)
         self.built = True
 
     def call(self, inputs: tuple[tf.Tensor, tf.Tensor], training: bool = False) -> tf.Tensor:
@@ -527,6 +561,29 @@ class FormulaModel(keras.Model):
     def _greedy(self, images: tf.Tensor, max_len: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         memory = self.encoder(images, training=False)
         return self.decoder.greedy(memory, max_len)
+
+    def beam_decode(
+        self, images: Any, max_len: int, beam_width: int, length_penalty: float = 0.6
+    ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """Like ``greedy_decode`` (same ids and attention contract, width 1 gives the same
+        result) plus float32 ``[B]`` scores: summed log-probs over GNMT's length penalty
+        ``((5 + len) / 6) ** length_penalty``, which keeps the search from favouring short
+        outputs. Each new width or penalty compiles its own graph; max_len does not."""
+        check_arguments(beam_width, max_len, length_penalty)
+        if beam_width > self.vocab_size:
+            raise ValueError(
+                f"beam_width must be <= the vocabulary size {self.vocab_size}, got {beam_width}"
+            )
+        images = tf.convert_to_tensor(images, tf.float32)
+        max_len = tf.convert_to_tensor(max_len, tf.int32)
+        result = self._beam_graph(images, max_len, beam_width, float(length_penalty))
+        return result.ids, result.scores, result.attention
+
+    def _beam(
+        self, images: tf.Tensor, max_len: tf.Tensor, beam_width: int, length_penalty: float
+    ) -> BeamResult:
+        memory = self.encoder(images, training=False)
+        return self.decoder.beam(memory, max_len, beam_width, length_penalty)
 
     def encoder_grid(self, images: Any) -> tuple[int, int]:
         """``(rows, cols)`` of the attended locations for images (or an image batch shape) like

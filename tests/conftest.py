@@ -83,6 +83,12 @@ def sample_formulas() -> list[str]:
     ]
 
 
+# what tiny_shards renders and crops with; the tiny model records it like the workflow does
+TINY_PREPROCESSING = {
+    "dpi": 100,
+    "crop": {"pad": 8, "downsample": 2, "buckets": [[32, 256], [64, 512]]},
+}
+
 TINY_TRAIN = {
     "batch_size": 8,
     "epochs": 50,
@@ -106,8 +112,9 @@ def tiny_shards(tmp_path_factory) -> Path:
     table, _ = build_table(formulas, {"train": 0.7, "validation": 0.15, "test": 0.15})
     pq.write_table(table, root / "formulas.parquet")
     items = list(zip(table["id"].to_pylist(), table["formula"].to_pylist(), strict=True))
-    rendered = render.to_table(render.render_formulas(items, render.RenderSettings(dpi=100)))
-    cropped = crop.crop_table(rendered, crop.CropSettings(buckets=((32, 256), (64, 512))))
+    dpi = TINY_PREPROCESSING["dpi"]
+    rendered = render.to_table(render.render_formulas(items, render.RenderSettings(dpi=dpi)))
+    cropped = crop.crop_table(rendered, crop.settings_from(TINY_PREPROCESSING["crop"]))
     pq.write_table(cropped, root / "chunk-000.parquet")
     train_rows = [
         f
@@ -145,6 +152,8 @@ def train_command(root: Path, work: Path, variant: str = "seq2seq", **overrides)
         str(work / "ckpt"),
         "--live",
         str(work / "live"),
+        "--preprocessing",
+        json.dumps(TINY_PREPROCESSING),
     ]
 
 

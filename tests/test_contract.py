@@ -76,7 +76,7 @@ def test_dvc_outs_are_exactly_the_rules_outputs(dvc_stages, rule_outputs):
         produced = set().union(*(rule_outputs.get(r, set()) for r in rules))
         declared = [
             next(iter(o)) if isinstance(o, dict) else o
-            for o in spec.get("outs", []) + spec.get("metrics", [])
+            for o in spec.get("outs", []) + spec.get("metrics", []) + spec.get("plots", [])
         ]
         for path in produced:
             assert any(_nested(path, d) for d in declared), (stage, path)
@@ -99,7 +99,12 @@ def test_dvc_params_are_exactly_what_the_rules_read(dvc_stages):
 
 
 def test_each_stage_depends_on_its_module_and_upstream_outputs(dvc_stages):
-    outs = {o for spec in dvc_stages.values() for o in spec.get("outs", [])}
+    outs = {
+        next(iter(o)) if isinstance(o, dict) else o
+        for spec in dvc_stages.values()
+        for kind in ("outs", "metrics", "plots")
+        for o in spec.get(kind, [])
+    }
     for stage, spec in dvc_stages.items():
         deps = spec["deps"]
         assert f"pipeline/{stage}.py" in deps

@@ -30,9 +30,12 @@ rule evaluate:
     input:
         model="models/best",
         shards="data/shards",
+        curves="dvclive",
     output:
         metrics="metrics.json",
         predictions="reports/predictions.parquet",
+        report=directory("reports/evaluation"),
+        length_plot="reports/bleu_by_length.json",
     params:
         settings=settings("evaluate"),
     conda:
@@ -42,4 +45,6 @@ rule evaluate:
     shell:
         "python -m pipeline evaluate --settings {params.settings:q} --model {input.model}"
         " --shards {input.shards} --metrics {output.metrics}"
-        " --predictions {output.predictions} 2>&1 | tee {log}"
+        " --predictions {output.predictions} --report {output.report}"
+        " --curves {input.curves}/plots/metrics --length-plot {output.length_plot}"
+        " 2>&1 | tee {log}"
