@@ -19,7 +19,7 @@ SMALL = {
     "render": {"chunks": 2, "batch_size": 60},
     "model": {"preset": "tiny"},
     "train": {"batch_size": 16, "max_steps": 10, "val_bleu_samples": 16, "max_len": 60},
-    "evaluate": {"max_len": 60},
+    "evaluate": {"max_len": 60, "beam_width": 2, "heatmaps": 2, "gallery": 4, "worst": 4},
 }
 DATA_STAGES = {"generate", "step0", "render", "crop", "vocab", "shards"}
 
@@ -81,6 +81,10 @@ def test_dvc_repro_then_noop_then_param_change_then_experiment(tmp_path):
     assert report["filtered_by_reason"] == {"image_too_large": 1}
     step0_report = json.loads((project / "reports" / "step0.json").read_text())
     assert step0_report["duplicates"] >= 1
+    metrics = json.loads((project / "metrics.json").read_text())
+    assert metrics["decoding"] == "beam2" and "bleu" in metrics["greedy"]
+    assert 0 <= metrics["visual"]["compile_rate"] <= 1
+    assert (project / "reports" / "evaluation" / "index.html").is_file()
 
     again = run(["dvc", "repro"], project)
     assert ran_stages(again.stdout) == set()
@@ -100,7 +104,11 @@ def test_dvc_repro_then_noop_then_param_change_then_experiment(tmp_path):
     assert any(f and f > 0 for f in filtered), filtered
     samples = [_metric(e, "metrics.json", "samples") for e in _experiments(shown)]
     assert len(samples) == 2 and all(s and s > 0 for s in samples), samples
-    run(["dvc", "plots", "show", "--json"], project)
+    plots = json.loads(run(["dvc", "plots", "show", "--json"], project).stdout)
+    names = list(plots["data"])
+    assert any("bleu_by_length" in name for name in names), names
+    assert any("val/bleu" in name for name in names), names
+    assert not plots.get("errors"), plots["errors"]
 
 
 def _experiments(shown: list) -> list:
