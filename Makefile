@@ -25,6 +25,7 @@ lint: deps
 bench: deps
 	$(BIN)/python benchmarks/render_throughput.py
 	$(BIN)/python benchmarks/prepare_scale.py
+	$(BIN)/python benchmarks/decode_speed.py
 
 deps: tex $(VENV)/.installed
 

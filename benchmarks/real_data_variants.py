@@ -68,6 +68,43 @@ def run_variant(project: Path, variant: str, minutes: float) -> dict:
     }
 
 
+COLUMNS = (  # header, width, metric path in metrics.json
+    ("BLEU", 6, ("bleu",)),
+    ("BLEU-u", 6, ("bleu_unsmoothed",)),
+    ("edit", 6, ("edit_distance",)),
+    ("exact", 6, ("exact_match",)),
+    ("img", 6, ("visual", "image_match")),
+    ("img-ws", 6, ("visual", "image_match_ws")),
+    ("img-ed", 6, ("visual", "image_edit_distance")),
+    ("compile", 7, ("visual", "compile_rate")),
+)
+
+
+def _value(scores: dict, path: tuple[str, ...]):
+    for key in path:
+        scores = scores.get(key) if isinstance(scores, dict) else None
+    return scores
+
+
+def print_table(rows: list[dict]) -> None:
+    """One line per variant and search: beam (the headline) and greedy, side by side."""
+    header = " ".join(f"{name:>{width}}" for name, width, _ in COLUMNS)
+    print(f"{'variant':9} {'search':7} {'epochs':>6} {'steps':>6} {header} {'test':>5}")
+    for r in rows:
+        searches = [(r["decoding"], r)]
+        if "greedy" in r:
+            searches.append(("greedy", r["greedy"]))
+        for name, scores in searches:
+            cells = []
+            for _, width, path in COLUMNS:
+                value = _value(scores, path)
+                cells.append(f"{value:>{width}.3f}" if value is not None else f"{'-':>{width}}")
+            print(
+                f"{r['variant']:9} {name:7} {r['epochs']:>6} {r['steps']:>6} "
+                f"{' '.join(cells)} {r['samples']:>5}"
+            )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--formulas", type=Path, default=SHARED_DATA)
@@ -86,16 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         f"real formulas ({args.formulas.name}): {data['rows_by_split']} rows, "
         f"{data['failed']} failed, {data['filtered']} filtered; {args.minutes:g} min per variant"
     )
-    print(
-        f"{'variant':9} {'epochs':>6} {'steps':>6} {'BLEU':>6} {'BLEU-u':>7} {'edit':>6} "
-        f"{'exact':>6} {'test':>5}"
-    )
-    for r in rows:
-        print(
-            f"{r['variant']:9} {r['epochs']:>6} {r['steps']:>6} {r['bleu']:>6.3f} "
-            f"{r['bleu_unsmoothed']:>7.3f} {r['edit_distance']:>6.3f} {r['exact_match']:>6.3f} "
-            f"{r['samples']:>5}"
-        )
+    print_table(rows)
     if args.json:
         args.json.write_text(json.dumps({"data": data, "variants": rows}, indent=2) + "\n")
     return 0
