@@ -322,28 +322,32 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
 def _metrics_html(metrics: Mapping) -> str:
     """Top-level scalars in one table, with any nested dict made mostly of the same keys (such
     as the greedy scores next to the beam ones) as an extra column; other nested dicts, such
-    as the visual scores, get a table of their own."""
+    as the visual scores, get a table of their own, again with those columns side by side."""
     scalars = {k: v for k, v in metrics.items() if not isinstance(v, Mapping)}
     nested = {k: v for k, v in metrics.items() if isinstance(v, Mapping)}
     beside = {k: v for k, v in nested.items() if 2 * len(set(v) & set(scalars)) > len(v)}
-    alone = {k: v for k, v in nested.items() if k not in beside}
+    alone = [k for k in nested if k not in beside]
     if not scalars and not nested:
         return '<p class="missing">No metrics.</p>'
-    main = str(metrics.get("decoding", "value"))
-    tables = []
-    if scalars:
-        header = ["metric", main, *beside]
-        rows = [
-            [k, _scalar(v), *(_scalar(d.get(k)) for d in beside.values())]
-            for k, v in scalars.items()
-        ]
-        extra_keys = [k for d in beside.values() for k in d if k not in scalars]
-        for key in dict.fromkeys(extra_keys):
-            rows.append([key, None, *(_scalar(d.get(key)) for d in beside.values())])
-        tables.append(_table(header, rows))
-    for name, values in alone.items():
-        tables.append(_table([name, "value"], [[k, _scalar(v)] for k, v in values.items()]))
+    columns = {str(metrics.get("decoding", "value")): metrics} | beside
+    tables = [_side_by_side("metric", columns, skip_nested=True)] if scalars else []
+    for name in alone:
+        parts = {c: d[name] for c, d in columns.items() if isinstance(d.get(name), Mapping)}
+        tables.append(_side_by_side(name, parts, skip_nested=False))
     return '<div class="tables">' + "\n".join(tables) + "</div>"
+
+
+def _side_by_side(title: str, columns: Mapping[str, Mapping], skip_nested: bool) -> str:
+    """One row per key found in any column; nested dicts are skipped where they have tables of
+    their own, and shown as text where they do not."""
+    keys = [
+        k
+        for d in columns.values()
+        for k, v in d.items()
+        if not (skip_nested and isinstance(v, Mapping))
+    ]
+    rows = [[k, *(_scalar(d.get(k)) for d in columns.values())] for k in dict.fromkeys(keys)]
+    return _table([title, *columns], rows)
 
 
 def _scalar(value: object) -> object:

@@ -272,8 +272,9 @@ def test_metrics_tables_put_greedy_beside_beam(written):
     part = section(written.read_text(encoding="utf-8"), "metrics")
     assert "<th>metric</th><th>beam</th><th>greedy</th>" in part
     assert '<tr><td>bleu</td><td class="num">0.8100</td><td class="num">0.7800</td></tr>' in part
-    # visual shares only "samples" with the top level, so it keeps a table of its own
-    assert "<tr><th>visual</th><th>value</th></tr>" in part
+    # visual shares only "samples" with the top level, so it keeps a table of its own, with a
+    # column for each search that has visual scores (here only the headline one)
+    assert "<tr><th>visual</th><th>beam</th></tr>" in part
     assert '<tr><td>samples</td><td class="num">990</td></tr>' in part
 
 
@@ -303,3 +304,19 @@ def test_output_is_deterministic_and_independent_of_row_order(tmp_path):
     names_a = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*"))
     names_b = sorted(p.relative_to(tmp_path / "b") for p in (tmp_path / "b").rglob("*"))
     assert names_a == names_b
+
+
+def test_nested_sections_get_a_column_per_search(tmp_path):
+    scores = {"bleu": 0.3, "exact_match": 0.1, "edit_distance": 0.5}
+    metrics = {
+        "decoding": "beam5",
+        **scores,
+        "visual": {"image_match": 0.2},
+        "greedy": {**scores, "bleu": 0.2, "visual": {"image_match": 0.1}},
+    }
+    page = report.write_report(tmp_path, metrics, minimal_table(), {}, {}).read_text()
+    part = section(page, "metrics")
+    assert "<tr><th>visual</th><th>beam5</th><th>greedy</th></tr>" in part
+    row = '<tr><td>image_match</td><td class="num">0.2000</td><td class="num">0.1000</td></tr>'
+    assert row in part
+    assert "{" not in part  # no dict shown as text

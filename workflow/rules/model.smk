@@ -46,5 +46,5 @@ rule evaluate:
         "python -m pipeline evaluate --settings {params.settings:q} --model {input.model}"
         " --shards {input.shards} --metrics {output.metrics}"
         " --predictions {output.predictions} --report {output.report}"
-        " --curves {input.curves}/plots/metrics --length-plot {output.length_plot}"
+        " --curves {input.curves} --length-plot {output.length_plot}"
         " 2>&1 | tee {log}"
