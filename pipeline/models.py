@@ -50,6 +50,9 @@ class ModelConfig:
     l2: float
     canvas_height: int | None = None  # fixed input height; used by ``strips`` only
     dropout: float = 0.0
+    # add the 2-D sinusoidal timing signal to the final map; None: the variant's own choice
+    # (the notebook's seq2seq has it, Singh's models do not)
+    timing_signal: bool | None = None
 
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:
@@ -74,6 +77,12 @@ class ModelConfig:
                     f"strips needs canvas_height, a positive multiple of {self.size_multiple}, "
                     f"got {height}"
                 )
+
+    @property
+    def has_timing_signal(self) -> bool:
+        if self.timing_signal is None:
+            return self.variant == "seq2seq"
+        return self.timing_signal
 
     @property
     def size_multiple(self) -> int:
@@ -200,6 +209,10 @@ def _coerce(name: str, value: Any) -> Any:
         return _as_int(name, value)
     if name == "canvas_height":
         return None if value is None else _as_int(name, value)
+    if name == "timing_signal":
+        if value is not None and not isinstance(value, bool):
+            raise ValueError(f"model.timing_signal must be true, false or null, got {value!r}")
+        return value
     try:
         return float(value)
     except (TypeError, ValueError):
@@ -307,12 +320,12 @@ class ConvEncoder(keras.layers.Layer):
         shape = tf.shape(features)
         batch, height, width = shape[0], shape[1], shape[2]
         channels = self.config.encoder_filters[-1]
+        if self.config.has_timing_signal:
+            signal = timing_signal_2d(height, width, channels)
+            features = features + tf.cast(signal, features.dtype)
         if self.config.variant == "strips":
             columns = tf.transpose(features, [0, 2, 1, 3])
             return tf.reshape(columns, [batch, width, self.config.memory_dim])
-        if self.config.variant == "seq2seq":
-            signal = timing_signal_2d(height, width, channels)
-            features = features + tf.cast(signal, features.dtype)
         return tf.reshape(features, [batch, height * width, channels])
 
 

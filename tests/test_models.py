@@ -123,6 +123,21 @@ def test_seq2seq_memory_is_the_timing_signal_for_blank_images() -> None:
     np.testing.assert_allclose(memory[0], expected, atol=1e-6)
 
 
+@pytest.mark.parametrize("variant", ["nopool", "strips"])
+def test_singh_variants_take_the_timing_signal_only_when_asked(variant: str) -> None:
+    images = np.zeros((1, 64, 64, 1), np.float32)
+    memories = []
+    for flag in (None, True):
+        tf.keras.utils.set_random_seed(0)
+        config = models.model_config({"variant": variant, "preset": "tiny", "timing_signal": flag})
+        memories.append(models.build_model(config, VOCAB).encoder(images).numpy())
+    assert not models.model_config({"variant": variant, "preset": "tiny"}).has_timing_signal
+    difference = np.abs(memories[1] - memories[0]).max()
+    assert difference > 0.5  # sin/cos of the positions added on top of identical features
+    with pytest.raises(ValueError, match="timing_signal"):
+        models.model_config({"variant": variant, "preset": "tiny", "timing_signal": "yes"})
+
+
 # --- shapes, attention, decoding -------------------------------------------------------------
 
 
