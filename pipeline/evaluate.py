@@ -168,6 +168,14 @@ def measure(gold, gold_images, predicted, config, with_visual: bool) -> Evaluati
     return Evaluation(summary, table, images)
 
 
+def _has_preprocessing(config: dict) -> bool:
+    """Predictions can only be rendered like the training images if the model says how."""
+    if config.get("preprocessing", {}).get("dpi"):
+        return True
+    log.warning("evaluate: model.json records no render/crop settings: visual match skipped")
+    return False
+
+
 def evaluate_paths(model, vocab, config: dict, paths: list[Path], settings: EvaluateSettings):
     """Decode and score one set of test shards with the headline search (and greedy beside it)."""
     from pipeline.decode import DecodeSettings, decode_split
@@ -179,14 +187,15 @@ def evaluate_paths(model, vocab, config: dict, paths: list[Path], settings: Eval
     )
     keep = spread(list(gold), settings.heatmaps)
     decoded = decode_split(model, vocab, config, paths, search, keep)
-    result = measure(gold, gold_images, decoded.predictions, config, settings.visual)
+    with_visual = settings.visual and _has_preprocessing(config)
+    result = measure(gold, gold_images, decoded.predictions, config, with_visual)
     result.attended = decoded.attended
     result.summary |= {"decoding": search.name, "beam_width": search.beam_width}
     result.summary["length_penalty"] = search.length_penalty
     if settings.compare_greedy and search.beam_width > 1:
         greedy = DecodeSettings(max_len, 1, batch_size=settings.batch_size)
         plain = decode_split(model, vocab, config, paths, greedy).predictions
-        baseline = measure(gold, gold_images, plain, config, settings.visual)
+        baseline = measure(gold, gold_images, plain, config, with_visual)
         result.summary["greedy"] = {k: baseline.summary[k] for k in TEXT_METRICS}
         if "visual" in baseline.summary:
             result.summary["greedy"]["visual"] = baseline.summary["visual"]
@@ -229,6 +238,8 @@ def scored_shards(args, vocab, config: dict, work: Path) -> tuple[list[Path], di
 
     if args.formulas is None:
         return dataset.shard_paths(args.shards, args.split), None
+    if not config.get("preprocessing", {}).get("dpi"):
+        raise SystemExit("evaluate --formulas: model.json records no render/crop settings")
     data = external.build_external_shards(
         args.formulas, vocab, config["preprocessing"], int(config["max_len"]) - 2, work
     )

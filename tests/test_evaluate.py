@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -120,3 +121,18 @@ def test_unknown_or_invalid_settings_are_refused():
         evaluate.settings_from({"beam_widht": 3})
     with pytest.raises(SystemExit, match="beam_width"):
         evaluate.settings_from({"beam_width": 0})
+
+
+def test_a_model_without_preprocessing_settings_is_scored_without_visual_match(
+    tiny_shards, trained_tiny, tmp_path
+):
+    work, _ = trained_tiny
+    shutil.copytree(work / "model", tmp_path / "model")
+    config = json.loads((tmp_path / "model" / "model.json").read_text())
+    config["preprocessing"] = {}
+    (tmp_path / "model" / "model.json").write_text(json.dumps(config))
+    command = evaluate_command(tmp_path, tmp_path, "--shards", str(tiny_shards / "shards"))
+    proc = run(command, tmp_path)
+    summary = json.loads((tmp_path / "metrics.json").read_text())
+    assert "visual" not in summary and "visual" not in summary["greedy"]
+    assert "visual match skipped" in proc.stderr
