@@ -11,8 +11,9 @@ import argparse
 import json
 import logging
 import sys
+from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
@@ -42,6 +43,20 @@ def read_section(settings_json: str | None, params: Path | None, section: str) -
     if not isinstance(value, dict):
         raise SystemExit(f"settings for '{section}' must be a mapping, got {type(value).__name__}")
     return value
+
+
+T = TypeVar("T")
+
+
+def dataclass_settings(cls: type[T], raw: dict[str, Any], stage: str) -> T:
+    """A settings dataclass from a params section: a misspelt key is an error, not a silent
+    default, and each value takes its field's default type (YAML may give 1 for 1.0)."""
+    defaults = cls()
+    known = sorted(f.name for f in fields(defaults))
+    unknown = sorted(set(raw) - set(known))
+    if unknown:
+        raise SystemExit(f"{stage}: unknown settings {unknown}; known: {known}")
+    return cls(**{k: type(getattr(defaults, k))(v) for k, v in raw.items()})
 
 
 def setup_logging() -> logging.Logger:

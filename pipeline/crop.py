@@ -70,7 +70,11 @@ def bucket_of(height: int, width: int, buckets: Sequence[tuple[int, int]]) -> in
 
 def crop_image(png: bytes, settings: CropSettings) -> Image.Image | None:
     """Crop to ink, pad with white, downsample; None when the image has no ink."""
-    gray = np.asarray(Image.open(io.BytesIO(png)).convert("L"))
+    return crop_gray(np.asarray(Image.open(io.BytesIO(png)).convert("L")), settings)
+
+
+def crop_gray(gray: np.ndarray, settings: CropSettings) -> Image.Image | None:
+    """``crop_image`` on an already decoded uint8 grayscale array (predict has one in hand)."""
     ink = gray < INK_THRESHOLD
     rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
     if rows.size == 0:

@@ -84,8 +84,12 @@ def preprocess_png(png_bytes: bytes) -> np.ndarray:
     exact integer divided once, so correctly rounded and equal everywhere), which is the
     contract's ``1 - pixel / 255`` up to rounding.
     """
-    gray = np.asarray(Image.open(io.BytesIO(png_bytes)).convert("L"), dtype=np.uint8)
-    ink = (255 - gray).astype(np.float32) / np.float32(255)
+    return ink_from_gray(np.asarray(Image.open(io.BytesIO(png_bytes)).convert("L")))
+
+
+def ink_from_gray(gray: np.ndarray) -> np.ndarray:
+    """``preprocess_png`` on an already decoded uint8 grayscale array."""
+    ink = (255 - gray.astype(np.uint8)).astype(np.float32) / np.float32(255)
     return ink[:, :, None]
 
 

@@ -15,7 +15,7 @@ import argparse
 import json
 import logging
 import tempfile
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
@@ -52,12 +52,7 @@ class EvaluateSettings:
 
 
 def settings_from(raw: dict) -> EvaluateSettings:
-    known = {f.name: f for f in fields(EvaluateSettings)}
-    unknown = sorted(set(raw) - set(known))
-    if unknown:
-        raise SystemExit(f"evaluate: unknown settings {unknown}; known: {sorted(known)}")
-    values = {k: type(getattr(EvaluateSettings(), k))(v) for k, v in raw.items()}
-    settings = EvaluateSettings(**values)
+    settings = cli.dataclass_settings(EvaluateSettings, raw, "evaluate")
     if min(settings.batch_size, settings.beam_width) < 1 or settings.max_len < 0:
         raise SystemExit(f"evaluate: batch_size and beam_width must be >= 1: {raw}")
     if min(settings.heatmaps, settings.gallery, settings.worst) < 0:

@@ -105,7 +105,7 @@ def prepare_image(data: bytes, settings: Preprocessing) -> np.ndarray:
     if settings.precropped:
         cropped = gray if _has_ink(gray) else None
     else:
-        cropped = crop.crop_image(crop.encode_png(gray), settings.crop)
+        cropped = crop.crop_gray(np.asarray(gray), settings.crop)
     if cropped is None:
         raise ImageError("no ink: the image is blank (every pixel is near-white)")
     _check_size(cropped.height, cropped.width, settings)
@@ -178,10 +178,10 @@ def _limits(buckets: list[tuple[int, int]]) -> str:
 
 
 def _to_ink(image: Image.Image) -> np.ndarray:
-    """The crop stage's PNG bytes through the dataset's own decoder: what the shards hold."""
-    from pipeline.dataset import preprocess_png  # TensorFlow loads only when predicting
+    """The dataset's own arithmetic on the cropped image: what the shards' PNGs decode to."""
+    from pipeline.dataset import ink_from_gray  # TensorFlow loads only when predicting
 
-    return preprocess_png(crop.encode_png(image))
+    return ink_from_gray(np.asarray(image))
 
 
 def pad_image(ink: np.ndarray, multiple: int, fixed_height: int | None = None) -> np.ndarray:

@@ -13,7 +13,7 @@ import hashlib
 import json
 import logging
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,13 +41,7 @@ class TrainSettings:
 
 
 def settings_from(raw: dict[str, Any]) -> TrainSettings:
-    known = {f.name: f.type for f in fields(TrainSettings)}
-    unknown = set(raw) - set(known)
-    if unknown:
-        raise SystemExit(f"train: unknown settings {sorted(unknown)}")
-    defaults = asdict(TrainSettings())
-    values = {k: type(defaults[k])(v) for k, v in raw.items()}
-    settings = TrainSettings(**values)
+    settings = cli.dataclass_settings(TrainSettings, raw, "train")
     if settings.batch_size < 1 or settings.epochs < 1 or settings.checkpoint_every < 1:
         raise SystemExit("train: batch_size, epochs and checkpoint_every must be positive")
     if settings.mixed_precision not in {"auto", "on", "off"}:
