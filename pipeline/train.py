@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import cli
+from pipeline.schedule import Schedule
 
 log = logging.getLogger("pipeline")
 
@@ -28,7 +29,10 @@ class TrainSettings:
     epochs: int = 30
     max_steps: int = 0  # 0: no limit
     max_minutes: float = 0.0  # 0: no limit; counts time across resumed runs
-    learning_rate: float = 1e-3
+    learning_rate: float = 1e-3  # the peak rate, after any warm-up
+    lr_schedule: str = "constant"  # constant | cosine (decays to the nearest budget limit)
+    warmup_steps: int = 0  # linear ramp from ~0 to learning_rate
+    final_lr_fraction: float = 0.05  # cosine: the last rate, as a fraction of learning_rate
     beta_1: float = 0.9
     beta_2: float = 0.999
     clip_norm: float = 5.0
@@ -46,7 +50,20 @@ def settings_from(raw: dict[str, Any]) -> TrainSettings:
         raise SystemExit("train: batch_size, epochs and checkpoint_every must be positive")
     if settings.mixed_precision not in {"auto", "on", "off"}:
         raise SystemExit("train: mixed_precision must be auto, on or off")
+    try:
+        schedule_of(settings)
+    except ValueError as error:
+        raise SystemExit(f"train: {error}") from None
     return settings
+
+
+def schedule_of(settings: TrainSettings) -> Schedule:
+    return Schedule(
+        peak=settings.learning_rate,
+        kind=settings.lr_schedule,
+        warmup_steps=settings.warmup_steps,
+        final_fraction=settings.final_lr_fraction,
+    )
 
 
 def run_key(model_section: dict, settings: TrainSettings, data_digest: str) -> str:

@@ -19,7 +19,8 @@ from pathlib import Path
 import tensorflow as tf
 
 from pipeline import dataset, devices, metrics, models
-from pipeline.train import Progress, TrainSettings, data_digest, run_key
+from pipeline.schedule import budget_spent
+from pipeline.train import Progress, TrainSettings, data_digest, run_key, schedule_of
 from pipeline.vocab import Vocab
 
 log = logging.getLogger("pipeline")
@@ -73,7 +74,9 @@ class Trainer:
         self.key = run_key(model_section, settings, data_digest(self.shards, self.vocab_path))
         self.train_paths = dataset.shard_paths(self.shards, "train")
         self.val_paths = dataset.shard_paths(self.shards, "validation")
-        self._report_rows()
+        self.schedule = schedule_of(settings)
+        # an estimate (batches never mix buckets), only used to place the schedule in an epoch
+        self.steps_per_epoch = max(1, self._report_rows() // settings.batch_size)
         with self.strategy.scope():
             self.model = models.build_model(self.config, len(self.vocab))
             self.optimizer = self._optimizer()
@@ -82,7 +85,9 @@ class Trainer:
                 for name, value in asdict(Progress()).items()
             }
 
-    def _report_rows(self) -> None:
+    def _report_rows(self) -> int:
+        """Log each split's rows in and left out; return the training rows used."""
+        used = 0
         for split, paths in (("train", self.train_paths), ("validation", self.val_paths)):
             rows = dataset.count_rows(paths)
             left_out = (
@@ -91,6 +96,9 @@ class Trainer:
             log.info(
                 "train: %s %d rows in, %d taller than the canvas left out", split, rows, left_out
             )
+            if split == "train":
+                used = rows - left_out
+        return used
 
     def _optimizer(self) -> tf.keras.optimizers.Optimizer:
         s = self.settings
@@ -206,6 +214,7 @@ class Trainer:
         seconds_before = progress.seconds
         bar = ProgressDisplay(progress.epoch)
         for images, tokens in self.train_data(progress.epoch, progress.step_in_epoch):
+            self.optimizer.learning_rate = self._learning_rate(progress)
             loss, accuracy = train_step(images, tokens)
             progress.step += 1
             progress.step_in_epoch += 1
@@ -219,6 +228,18 @@ class Trainer:
                 return False
         return True
 
+    def _learning_rate(self, progress: Progress) -> float:
+        s = self.settings
+        spent = budget_spent(
+            step=progress.step,
+            seconds=progress.seconds,
+            epochs_done=progress.epoch + progress.step_in_epoch / self.steps_per_epoch,
+            max_steps=s.max_steps,
+            max_minutes=s.max_minutes,
+            epochs=s.epochs,
+        )
+        return self.schedule.rate(progress.step, spent)
+
     def _end_epoch(self, progress: Progress, live, manager) -> None:
         val_loss, val_accuracy, val_bleu = self._validate()
         score = val_bleu if val_bleu is not None else -val_loss
@@ -226,6 +247,7 @@ class Trainer:
         for name, value in {
             "train/loss": train_loss,
             "train/token_accuracy": train_accuracy,
+            "train/learning_rate": float(self.optimizer.learning_rate.numpy()),
             "val/loss": val_loss,
             "val/token_accuracy": val_accuracy,
             "val/bleu": val_bleu,

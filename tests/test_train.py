@@ -20,6 +20,8 @@ def test_settings_are_validated():
         train.settings_from({"batchsize": 3})
     with pytest.raises(SystemExit, match="mixed_precision"):
         train.settings_from({"mixed_precision": "maybe"})
+    with pytest.raises(SystemExit, match="lr_schedule"):
+        train.settings_from({"lr_schedule": "sometimes"})
     assert train.settings_from({"batch_size": "16"}).batch_size == 16
 
 
@@ -40,11 +42,20 @@ def test_training_exports_model_and_logs_curves(trained_tiny):
     assert (work / "model" / "vocab.json").exists()
     live = json.loads((work / "live" / "metrics.json").read_text())
     assert "loss" in live["train"] and "bleu" in live["val"]
+    assert live["train"]["learning_rate"] == pytest.approx(0.003)  # constant: TINY_TRAIN's rate
     assert "done at step 12" in log
 
 
 def test_a_killed_run_resumes_from_its_last_checkpoint(tiny_shards, tmp_path):
-    cmd = train_command(tiny_shards, tmp_path, max_steps=40, checkpoint_every=3)
+    cmd = train_command(
+        tiny_shards,
+        tmp_path,
+        max_steps=40,
+        checkpoint_every=3,
+        lr_schedule="cosine",
+        warmup_steps=5,
+        final_lr_fraction=0.1,
+    )
     proc = subprocess.Popen(
         cmd,
         cwd=tmp_path,
@@ -65,6 +76,10 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tiny_shards, tmp_path):
     log = run_train(cmd, tmp_path)
     assert f"resumed from step {killed_at}" in log
     assert "done at step 40" in log
+    # the schedule picks up where the budget stands, not from the start: the last step (39 of
+    # 40) runs close to the cosine's end, 0.1 of the peak
+    last_rate = json.loads((tmp_path / "live" / "metrics.json").read_text())["train"]
+    assert last_rate["learning_rate"] == pytest.approx(0.003 * 0.1, rel=0.02)
 
 
 def _checkpoint_steps(work: Path) -> list[int]:
