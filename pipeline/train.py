@@ -36,6 +36,8 @@ class TrainSettings:
     beta_1: float = 0.9
     beta_2: float = 0.999
     clip_norm: float = 5.0
+    # validate and export an exponential moving average of the weights (0: the raw weights)
+    ema_decay: float = 0.0
     checkpoint_every: int = 200
     patience: int = 4  # epochs without validation improvement before stopping
     val_bleu_samples: int = 256  # greedy-decoded validation rows per epoch (0: select by loss)
@@ -50,6 +52,8 @@ def settings_from(raw: dict[str, Any]) -> TrainSettings:
         raise SystemExit("train: batch_size, epochs and checkpoint_every must be positive")
     if settings.mixed_precision not in {"auto", "on", "off"}:
         raise SystemExit("train: mixed_precision must be auto, on or off")
+    if not 0 <= settings.ema_decay < 1:
+        raise SystemExit(f"train: ema_decay must be in [0, 1), got {settings.ema_decay}")
     try:
         schedule_of(settings)
     except ValueError as error:

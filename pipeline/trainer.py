@@ -13,6 +13,8 @@ import math
 import shutil
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
@@ -80,6 +82,7 @@ class Trainer:
         with self.strategy.scope():
             self.model = models.build_model(self.config, len(self.vocab))
             self.optimizer = self._optimizer()
+            self.ema = self._ema_variables()
             self.state = {
                 name: tf.Variable(value, trainable=False, dtype=tf.float64)
                 for name, value in asdict(Progress()).items()
@@ -108,6 +111,41 @@ class Trainer:
         if self.policy == "mixed_float16":
             optimizer = tf.keras.mixed_precision.LossScaleOptimizer(optimizer)
         return optimizer
+
+    def _ema_variables(self) -> tf.Module | None:
+        """Shadow copies of the trainable weights, kept as their moving average."""
+        if not self.settings.ema_decay:
+            return None
+        module = tf.Module(name="ema")
+        module.shadows = [
+            tf.Variable(v, trainable=False, name=v.name.replace("/", "_") + "_ema")
+            for v in self.model.trainable_variables
+        ]
+        return module
+
+    def _update_ema(self) -> None:
+        """TensorFlow's ExponentialMovingAverage ramp: early steps weigh the new weights more,
+        so the average is not dragged back towards the random initialization."""
+        steps = tf.cast(self.optimizer.iterations, tf.float32)
+        decay = tf.minimum(self.settings.ema_decay, (1.0 + steps) / (10.0 + steps))
+        for shadow, weight in zip(self.ema.shadows, self.model.trainable_variables, strict=True):
+            shadow.assign(decay * shadow + (1.0 - decay) * tf.cast(weight, shadow.dtype))
+
+    @contextmanager
+    def averaged_weights(self) -> Iterator[None]:
+        """Swap the moving average into the model (validation, export), then swap back."""
+        if self.ema is None:
+            yield
+            return
+        weights = self.model.trainable_variables
+        raw = [tf.identity(w) for w in weights]
+        for weight, shadow in zip(weights, self.ema.shadows, strict=True):
+            weight.assign(shadow)
+        try:
+            yield
+        finally:
+            for weight, value in zip(weights, raw, strict=True):
+                weight.assign(value)
 
     # -- data -------------------------------------------------------------------------------
     def train_data(self, epoch: int, skip: int) -> tf.data.Dataset:
@@ -154,6 +192,8 @@ class Trainer:
         @tf.function(reduce_retracing=True)
         def step(images, tokens):
             loss, accuracy = self.strategy.run(self._replica_step, args=(images, tokens))
+            if self.ema is not None:
+                self._update_ema()
             mean = tf.distribute.ReduceOp.MEAN
             return (
                 self.strategy.reduce(mean, loss, axis=None),
@@ -198,7 +238,8 @@ class Trainer:
                     break
         self._save(manager, progress)
         if not (self.best_dir / WEIGHTS).exists():  # the budget ended before any validation
-            self._export(progress)
+            with self.averaged_weights():
+                self._export(progress)
         shutil.rmtree(out, ignore_errors=True)
         shutil.copytree(self.best_dir, out)
         log.info(
@@ -241,6 +282,12 @@ class Trainer:
         return self.schedule.rate(progress.step, spent)
 
     def _end_epoch(self, progress: Progress, live, manager) -> None:
+        with self.averaged_weights():
+            self._end_epoch_averaged(progress, live)
+        live.next_step()
+        self._save(manager, progress)
+
+    def _end_epoch_averaged(self, progress: Progress, live) -> None:
         val_loss, val_accuracy, val_bleu = self._validate()
         score = val_bleu if val_bleu is not None else -val_loss
         train_loss, train_accuracy = self.last_train
@@ -271,8 +318,6 @@ class Trainer:
             self._export(progress)
         else:
             progress.bad_epochs += 1
-        live.next_step()
-        self._save(manager, progress)
 
     def _validate(self) -> tuple[float, float, float | None]:
         """Validation loss and accuracy over the split, and BLEU of greedy decoding on its first
@@ -304,7 +349,10 @@ class Trainer:
     def _checkpoints(self, root: Path) -> tf.train.CheckpointManager:
         folder = root / self.key
         folder.mkdir(parents=True, exist_ok=True)
-        checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer, **self.state)
+        extra = {"ema": self.ema} if self.ema is not None else {}
+        checkpoint = tf.train.Checkpoint(
+            model=self.model, optimizer=self.optimizer, **self.state, **extra
+        )
         return tf.train.CheckpointManager(checkpoint, str(folder), max_to_keep=2)
 
     def _restore(self, manager: tf.train.CheckpointManager) -> Progress:

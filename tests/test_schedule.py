@@ -39,9 +39,10 @@ def test_budget_spent_follows_the_nearest_limit():
     assert budget_spent(
         step=50, seconds=300, epochs_done=1, max_steps=0, max_minutes=0, epochs=4
     ) == pytest.approx(0.25)
-    assert budget_spent(
-        step=5000, seconds=0, epochs_done=0, max_steps=100, max_minutes=0, epochs=0
-    ) == 1.0
+    assert (
+        budget_spent(step=5000, seconds=0, epochs_done=0, max_steps=100, max_minutes=0, epochs=0)
+        == 1.0
+    )
 
 
 @pytest.mark.parametrize(

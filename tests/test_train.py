@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from pipeline import train
-from tests.conftest import run_train, tool_env, train_command
+from tests.conftest import TINY_PREPROCESSING, TINY_TRAIN, run_train, tool_env, train_command
 
 
 def test_settings_are_validated():
@@ -22,6 +22,8 @@ def test_settings_are_validated():
         train.settings_from({"mixed_precision": "maybe"})
     with pytest.raises(SystemExit, match="lr_schedule"):
         train.settings_from({"lr_schedule": "sometimes"})
+    with pytest.raises(SystemExit, match="ema_decay"):
+        train.settings_from({"ema_decay": 1.0})
     assert train.settings_from({"batch_size": "16"}).batch_size == 16
 
 
@@ -55,6 +57,7 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tiny_shards, tmp_path):
         lr_schedule="cosine",
         warmup_steps=5,
         final_lr_fraction=0.1,
+        ema_decay=0.9,  # the averaged weights are checkpointed and restored too
     )
     proc = subprocess.Popen(
         cmd,
@@ -88,6 +91,42 @@ def _checkpoint_steps(work: Path) -> list[int]:
 
 def test_distributed_step_on_two_logical_cpu_devices(tiny_shards, tmp_path):
     env = tool_env() | {"PIPELINE_CPU_DEVICES": "2"}
-    log = run_train(train_command(tiny_shards, tmp_path, max_steps=4), tmp_path, env)
+    cmd = train_command(tiny_shards, tmp_path, max_steps=4, ema_decay=0.9)
+    log = run_train(cmd, tmp_path, env)
     assert "2 replica(s)" in log
     assert "done at step 4" in log
+
+
+def test_moving_average_follows_the_weights_and_is_what_validation_sees(tiny_shards):
+    import numpy as np
+
+    from pipeline.trainer import Trainer
+
+    settings = train.settings_from(TINY_TRAIN | {"ema_decay": 0.5})
+    trainer = Trainer(
+        {"variant": "seq2seq", "preset": "tiny"},
+        settings,
+        tiny_shards / "shards",
+        tiny_shards / "vocab.json",
+        TINY_PREPROCESSING,
+    )
+    trainer.build()
+    weights = trainer.model.trainable_variables
+    step = trainer.make_train_step()
+    batches = iter(trainer.train_data(epoch=0, skip=0).repeat())
+    before = [w.numpy() for w in weights]
+    step(*next(batches))  # the ramp's first step: decay min(0.5, 2/11)
+    first = [w.numpy() for w in weights]
+    expected = [2 / 11 * b + 9 / 11 * a for b, a in zip(before, first, strict=True)]
+    step(*next(batches))  # still the ramp: decay min(0.5, 3/12) = 0.25
+    second = [w.numpy() for w in weights]
+    expected = [0.25 * e + 0.75 * w for e, w in zip(expected, second, strict=True)]
+    shadows = [s.numpy() for s in trainer.ema.shadows]
+    for shadow, want in zip(shadows, expected, strict=True):
+        np.testing.assert_allclose(shadow, want, rtol=1e-5, atol=1e-6)
+    assert any(not np.allclose(s, w) for s, w in zip(shadows, second, strict=True))
+    with trainer.averaged_weights():
+        for weight, shadow in zip(weights, shadows, strict=True):
+            np.testing.assert_array_equal(weight.numpy(), shadow)
+    for weight, raw in zip(weights, second, strict=True):
+        np.testing.assert_array_equal(weight.numpy(), raw)
