@@ -117,10 +117,7 @@ class Trainer:
         if not self.settings.ema_decay:
             return None
         module = tf.Module(name="ema")
-        module.shadows = [
-            tf.Variable(v, trainable=False, name=v.name.replace("/", "_") + "_ema")
-            for v in self.model.trainable_variables
-        ]
+        module.shadows = [tf.Variable(v, trainable=False) for v in self.model.trainable_variables]
         return module
 
     def _update_ema(self) -> None:
