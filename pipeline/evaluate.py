@@ -164,11 +164,8 @@ def measure(gold, gold_images, predicted, config, with_visual: bool) -> Evaluati
 
 
 def _has_preprocessing(config: dict) -> bool:
-    """Predictions can only be rendered like the training images if the model says how."""
-    if config.get("preprocessing", {}).get("dpi"):
-        return True
-    log.warning("evaluate: model.json records no render/crop settings: visual match skipped")
-    return False
+    """Formulas can only be rendered like the training images if the model says how."""
+    return bool(config.get("preprocessing", {}).get("dpi"))
 
 
 def evaluate_paths(model, vocab, config: dict, paths: list[Path], settings: EvaluateSettings):
@@ -183,6 +180,8 @@ def evaluate_paths(model, vocab, config: dict, paths: list[Path], settings: Eval
     keep = spread(list(gold), settings.heatmaps)
     decoded = decode_split(model, vocab, config, paths, search, keep)
     with_visual = settings.visual and _has_preprocessing(config)
+    if settings.visual and not with_visual:
+        log.warning("evaluate: model.json records no render/crop settings: visual match skipped")
     result = measure(gold, gold_images, decoded.predictions, config, with_visual)
     result.attended = decoded.attended
     result.summary |= {"decoding": search.name, "beam_width": search.beam_width}
@@ -233,7 +232,7 @@ def scored_shards(args, vocab, config: dict, work: Path) -> tuple[list[Path], di
 
     if args.formulas is None:
         return dataset.shard_paths(args.shards, args.split), None
-    if not config.get("preprocessing", {}).get("dpi"):
+    if not _has_preprocessing(config):
         raise SystemExit("evaluate --formulas: model.json records no render/crop settings")
     data = external.build_external_shards(
         args.formulas, vocab, config["preprocessing"], int(config["max_len"]) - 2, work
