@@ -20,7 +20,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline import dataset, decode, evaluate  # noqa: E402
+from pipeline.evaluation import evaluate
+from pipeline.model import dataset, decode  # noqa: E402
 
 
 def test_batches(model_dir: Path, shards: Path, batch_size: int, limit: int):

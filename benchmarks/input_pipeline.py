@@ -33,7 +33,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def measure(args: argparse.Namespace) -> tuple[int, float]:
     """Images and seconds over ``args.batches`` batches after the warm-up."""
-    from pipeline import dataset  # late: importing tensorflow takes seconds
+    from pipeline.model import dataset  # late: importing tensorflow takes seconds
 
     paths = dataset.shard_paths(args.shards, args.split)
     batches = iter(

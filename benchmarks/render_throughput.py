@@ -22,8 +22,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline import render, texrun, texsafe  # noqa: E402
-from pipeline.step0 import formula_id, normalize  # noqa: E402
+from pipeline.corpus import render, texrun, texsafe  # noqa: E402
+from pipeline.corpus.step0 import formula_id, normalize    # noqa: E402
 
 DEFAULT_FORMULAS = ROOT.parent / "shared" / "data" / "im2latex100k-val.formulas.norm.txt"
 

@@ -21,8 +21,8 @@ sys.path.insert(0, str(ROOT))
 
 
 def measure_variant(variant: str, args: argparse.Namespace) -> dict:
-    from pipeline.train import TrainSettings
-    from pipeline.trainer import Trainer
+    from pipeline.model.train import TrainSettings
+    from pipeline.model.trainer import Trainer
 
     settings = TrainSettings(batch_size=args.batch_size)
     trainer = Trainer(

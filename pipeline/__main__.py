@@ -1,6 +1,8 @@
 """``python -m pipeline <command> ...``: one entry point that dispatches to each stage's CLI.
 
-Modules are imported lazily so that ``python -m pipeline render`` never pays for TensorFlow.
+The table below names each command's module; only the chosen one is imported, so that
+``python -m pipeline render`` never pays for TensorFlow. It is also how the deps contract
+(``tests/test_contract.py``) finds each DVC stage's code.
 """
 
 from __future__ import annotations
@@ -9,15 +11,15 @@ import importlib
 import sys
 
 COMMANDS = {
-    "generate": "pipeline.generate",
-    "step0": "pipeline.step0",
-    "render": "pipeline.render",
-    "crop": "pipeline.crop",
-    "vocab": "pipeline.vocab",
-    "shards": "pipeline.shards",
-    "train": "pipeline.train",
-    "evaluate": "pipeline.evaluate",
-    "predict": "pipeline.predict",
+    "generate": "pipeline.corpus.generate",
+    "step0": "pipeline.corpus.step0",
+    "render": "pipeline.corpus.render",
+    "crop": "pipeline.corpus.crop",
+    "vocab": "pipeline.corpus.vocab",
+    "shards": "pipeline.corpus.shards",
+    "train": "pipeline.model.train",
+    "evaluate": "pipeline.evaluation.evaluate",
+    "predict": "pipeline.model.predict",
 }
 
 

@@ -1,8 +1,9 @@
-"""Shared command-line plumbing so every stage reads its settings the same way.
+"""What every command shares: how it is given its settings, and how it logs its progress.
 
-Snakemake passes a stage's ``params.yaml`` section as JSON (``--settings``); a person at a shell
-can instead point at a params file (``--params params.yaml``). Either way the stage function
-receives a plain dict and never touches the file system to find its configuration.
+Snakemake passes the sections (or single keys) a stage reads as JSON (``--settings``); a person
+at a shell points at a params file (``--params``, default ``params.yaml``). Both are read by
+``pipeline.config``, so a stage run by hand does exactly what its rule does, and a stage given
+JSON that lacks something it reads stops rather than falling back to a default.
 """
 
 from __future__ import annotations
@@ -11,52 +12,32 @@ import argparse
 import json
 import logging
 import sys
-from dataclasses import fields
+import time
 from pathlib import Path
-from typing import Any, TypeVar
 
-import yaml
+from pipeline import config
 
 
-def add_settings_args(parser: argparse.ArgumentParser) -> None:
-    """Add the two mutually exclusive ways of passing a stage's settings."""
+def add_params_args(parser: argparse.ArgumentParser) -> None:
+    """The two mutually exclusive ways of passing settings."""
     group = parser.add_mutually_exclusive_group()
-    group.add_argument("--settings", help="the stage's params section as JSON")
-    group.add_argument("--params", type=Path, help="a params.yaml to read the section from")
+    group.add_argument("--settings", help="the params sections this stage reads, as JSON")
+    group.add_argument(
+        "--params", type=Path, default=Path("params.yaml"), help="params file (%(default)s)"
+    )
 
 
-def load_settings(args: argparse.Namespace, section: str) -> dict[str, Any]:
-    """Return the stage's settings from --settings JSON or the named section of --params."""
-    return read_section(args.settings, args.params, section)
-
-
-def read_section(settings_json: str | None, params: Path | None, section: str) -> dict[str, Any]:
-    """A section as JSON when given, else from the params file (default ``params.yaml``)."""
-    if settings_json is not None:
-        value = json.loads(settings_json)
-    else:
-        path = params or Path("params.yaml")
-        with open(path) as handle:
-            value = (yaml.safe_load(handle) or {}).get(section)
-        if value is None:
-            raise SystemExit(f"{path}: no '{section}' section")
-    if not isinstance(value, dict):
-        raise SystemExit(f"settings for '{section}' must be a mapping, got {type(value).__name__}")
-    return value
-
-
-T = TypeVar("T")
-
-
-def dataclass_settings(cls: type[T], raw: dict[str, Any], stage: str) -> T:
-    """A settings dataclass from a params section: a misspelt key is an error, not a silent
-    default, and each value takes its field's default type (YAML may give 1 for 1.0)."""
-    defaults = cls()
-    known = sorted(f.name for f in fields(defaults))
-    unknown = sorted(set(raw) - set(known))
-    if unknown:
-        raise SystemExit(f"{stage}: unknown settings {unknown}; known: {known}")
-    return cls(**{k: type(getattr(defaults, k))(v) for k, v in raw.items()})
+def read_params(args: argparse.Namespace, reads: tuple[str, ...]) -> config.Params:
+    """The stage's settings; ``reads`` lists the sections or ``section.key``s it uses."""
+    if args.settings is None:
+        return config.load(args.params)
+    params = config.from_json(args.settings)
+    raw = json.loads(args.settings)
+    given = set(raw) | {f"{name}.{key}" for name, body in raw.items() for key in body}
+    missing = [name for name in reads if name not in given]
+    if missing:
+        raise config.ConfigError(f"--settings lacks {', '.join(missing)}, which this stage reads")
+    return params
 
 
 def setup_logging() -> logging.Logger:
@@ -65,3 +46,46 @@ def setup_logging() -> logging.Logger:
         level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr
     )
     return logging.getLogger("pipeline")
+
+
+class ProgressLog:
+    """A log line at most every ``every_s`` seconds: how far, how fast, and the time left.
+
+    Under Snakemake a stage's output goes to a log file, where a progress bar shows nothing
+    useful; a line every half minute tells a person watching ``logs/`` that work goes on.
+    """
+
+    def __init__(self, label: str, total: int, unit: str, every_s: float = 30.0) -> None:
+        self.label, self.total, self.unit, self.every_s = label, total, unit, every_s
+        self.done = 0
+        self.log = logging.getLogger("pipeline")
+        self.since, self.since_done, self.samples = time.monotonic(), 0, 0
+
+    def advance(self, count: int = 1, *, samples: int = 0, detail: str = "") -> None:
+        """``count`` more units done (``samples`` items in them, for a rate); ``detail`` is
+        added to the line, e.g. the latest loss."""
+        self.done += count
+        self.samples += samples
+        now = time.monotonic()
+        if now - self.since < self.every_s:
+            return
+        rate = (self.done - self.since_done) / (now - self.since)
+        left = max(self.total - self.done, 0) / rate if rate > 0 else 0.0
+        speed = f"{self.samples / (now - self.since):.1f} samples/s" if samples else ""
+        speed = speed or f"{rate:.1f} {self.unit}/s"
+        self.log.info(
+            "%s: %d/%d %s, %s, about %s left%s",
+            self.label,
+            self.done,
+            self.total,
+            self.unit,
+            speed,
+            _duration(left),
+            f"; {detail}" if detail else "",
+        )
+        self.since, self.since_done, self.samples = now, self.done, 0
+
+
+def _duration(seconds: float) -> str:
+    minutes, seconds = divmod(round(seconds), 60)
+    return f"{minutes}m {seconds:02d}s"

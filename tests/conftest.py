@@ -12,6 +12,12 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from pipeline import config
+from pipeline.config import RenderSettings, ShardSettings, SplitRatios
+from pipeline.contracts import write_manifest
+from pipeline.corpus import crop, generate, render, shards, vocab
+from pipeline.corpus.step0 import build_table
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data" / "im2latex100k-val.formulas.norm.txt"
 PROJECT_FILES = [
@@ -104,17 +110,14 @@ TINY_TRAIN = {
 @pytest.fixture(scope="session")
 def tiny_shards(tmp_path_factory) -> Path:
     """~60 real rendered formulas in shards: the same code path as the pipeline, in-process."""
-    from pipeline import crop, generate, render, shards, vocab
-    from pipeline.step0 import build_table
-
     root = tmp_path_factory.mktemp("data")
     formulas = generate.generate_formulas(60, seed=3, max_tokens=30)
-    table, _ = build_table(formulas, {"train": 0.7, "validation": 0.15, "test": 0.15})
+    table, _ = build_table(formulas, SplitRatios(0.7, 0.15, 0.15))
     pq.write_table(table, root / "formulas.parquet")
     items = list(zip(table["id"].to_pylist(), table["formula"].to_pylist(), strict=True))
     dpi = TINY_PREPROCESSING["dpi"]
-    rendered = render.to_table(render.render_formulas(items, render.RenderSettings(dpi=dpi)))
-    cropped = crop.crop_table(rendered, crop.settings_from(TINY_PREPROCESSING["crop"]))
+    rendered = render.to_table(render.render_formulas(items, RenderSettings(dpi=dpi)))
+    cropped = crop.crop_table(rendered, config.section("crop", TINY_PREPROCESSING["crop"]))
     pq.write_table(cropped, root / "chunk-000.parquet")
     train_rows = [
         f
@@ -125,23 +128,30 @@ def tiny_shards(tmp_path_factory) -> Path:
     voc.save(root / "vocab.json")
     out = root / "shards"
     _, manifest, _ = shards.build_shards(
-        table, [root / "chunk-000.parquet"], voc, shards.ShardSettings(), out
+        table, [root / "chunk-000.parquet"], voc, ShardSettings(), out
     )
-    (out / "manifest.json").write_text(json.dumps({"shards": manifest}))
+    write_manifest(out, manifest)
     return root
 
 
+def tiny_settings(variant: str = "seq2seq", **train_overrides) -> dict:
+    """The --settings JSON the train rule would pass for a tiny model on tiny_shards."""
+    return {
+        "model": {"variant": variant, "preset": "tiny"},
+        "train": TINY_TRAIN | train_overrides,
+        "render": {"dpi": TINY_PREPROCESSING["dpi"]},
+        "crop": TINY_PREPROCESSING["crop"],
+    }
+
+
 def train_command(root: Path, work: Path, variant: str = "seq2seq", **overrides) -> list[str]:
-    settings = TINY_TRAIN | overrides
     return [
         sys.executable,
         "-m",
         "pipeline",
         "train",
-        "--model-settings",
-        json.dumps({"variant": variant, "preset": "tiny"}),
-        "--train-settings",
-        json.dumps(settings),
+        "--settings",
+        json.dumps(tiny_settings(variant, **overrides)),
         "--shards",
         str(root / "shards"),
         "--vocab",
@@ -152,8 +162,6 @@ def train_command(root: Path, work: Path, variant: str = "seq2seq", **overrides)
         str(work / "ckpt"),
         "--live",
         str(work / "live"),
-        "--preprocessing",
-        json.dumps(TINY_PREPROCESSING),
     ]
 
 

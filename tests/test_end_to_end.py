@@ -38,7 +38,7 @@ def make_project(dest: Path, extra_formulas: list[str] = ()) -> Path:
                 "pipeline",
                 "generate",
                 "--settings",
-                json.dumps(params["generate"]),
+                json.dumps({"generate": params["generate"]}),
                 "--out",
                 "lists/formulas.txt",
             ],

@@ -2,9 +2,17 @@
 import json
 
 
-def settings(section):
-    """A params.yaml section as JSON: the one way stages receive settings, and a rerun trigger."""
-    return json.dumps(config[section], sort_keys=True)
+def settings(*names):
+    """The params a stage reads, as JSON for its --settings: whole sections ("crop") or single
+    keys ("render.dpi"). The one way stages receive settings, and a rerun trigger."""
+    chosen = {}
+    for name in names:
+        section, _, key = name.partition(".")
+        if key:
+            chosen.setdefault(section, {})[key] = config[section][key]
+        else:
+            chosen[section] = config[section]
+    return json.dumps(chosen, sort_keys=True)
 
 
 CHUNKS = [f"{i:03d}" for i in range(int(config["render"]["chunks"]))]

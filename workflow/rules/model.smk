@@ -9,9 +9,7 @@ rule train:
         model=directory("models/best"),
         live=directory("dvclive"),
     params:
-        model=settings("model"),
-        train=settings("train"),
-        preprocessing=json.dumps({"dpi": config["render"]["dpi"], "crop": config["crop"]}),
+        settings=settings("model", "train", "render.dpi", "crop"),
     resources:
         gpu=1,
     threads: 64  # capped at --cores: TensorFlow uses every core it gets
@@ -20,8 +18,7 @@ rule train:
     log:
         "logs/train.log",
     shell:
-        "python -m pipeline train --model-settings {params.model:q}"
-        " --train-settings {params.train:q} --preprocessing {params.preprocessing:q}"
+        "python -m pipeline train --settings {params.settings:q}"
         " --shards {input.shards} --vocab {input.vocab} --out {output.model}"
         " --checkpoints checkpoints --live {output.live} 2>&1 | tee {log}"
 

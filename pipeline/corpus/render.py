@@ -1,0 +1,291 @@
+"""Render stage: formulas -> PNG bytes, many formulas per LaTeX run, failures isolated.
+
+One ``latex`` and one ``dvipng`` process per batch is what makes rendering fast (process start-up
+and format loading dominate the per-formula approach). The price is that one bad formula could
+spoil its batch. Each formula sits on its own line and page, followed by a marker with TeX's
+group level, so an error is pinned on its formula by line number and the marker shows whether
+that formula left TeX in a state that could change the pages after it (see ``settle``). Formulas
+after such a leak are compiled again without it; an error we cannot pin on a line (or a
+timeout) splits the batch in two.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import re
+import struct
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image
+
+from pipeline import cli
+from pipeline.cli import ProgressLog
+from pipeline.config import RenderSettings
+from pipeline.contracts import RENDERED_SCHEMA
+from pipeline.corpus import texrun, texsafe
+
+READS = ("render",)  # the params this stage reads (dvc.yaml lists the same)
+
+MARKER = "@@RENDERED"
+ERROR_LINE = re.compile(r"^\./batch\.tex:(\d+): (.*)$", re.MULTILINE)
+MARKER_LINE = re.compile(rf"^{MARKER} (-?\d+) (\d+) (\d+)$", re.MULTILINE)
+MAX_ROUNDS = 4
+FIRST_LINE = texrun.PREAMBLE.count("\n") + 2  # after the preamble and the baseline marker
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """One formula's outcome: PNG bytes when ``status == 'ok'``, else a reason and TeX's words."""
+
+    id: str
+    png: bytes | None
+    status: str
+    reason: str | None = None
+    error: str | None = None
+
+
+def _failed(item_id: str, reason: str, error: str) -> Rendered:
+    return Rendered(item_id, None, "failed", reason, error)
+
+
+def chunk_of(formula_id: str, chunks: int) -> int:
+    """Chunk from the content id, so adding formulas never moves existing ones between chunks."""
+    return int(formula_id[:12], 16) % chunks
+
+
+def _marker(index: int) -> str:
+    # The page that comes next and TeX's group nesting, written once the formula's page is out.
+    return rf"\typeout{{{MARKER} {index} \arabic{{page}} \the\currentgrouplevel}}"
+
+
+def batch_document(formulas: Sequence[str]) -> str:
+    """The batched document: a baseline marker, then formula i alone on line FIRST_LINE + i."""
+    body = "".join(
+        texrun.display_math(f) + r"\clearpage" + _marker(i) + "\n" for i, f in enumerate(formulas)
+    )
+    return texrun.PREAMBLE + _marker(-1) + "\n" + body + "\\end{document}\n"
+
+
+def parse_errors(log: str, count: int) -> tuple[dict[int, str], list[str]]:
+    """Map TeX errors to formula indices by line number; errors off formula lines are unmapped."""
+    mapped: dict[int, str] = {}
+    unmapped: list[str] = []
+    for match in ERROR_LINE.finditer(log):
+        index = int(match.group(1)) - FIRST_LINE
+        message = match.group(2).strip()
+        if 0 <= index < count:
+            mapped.setdefault(index, message)
+        else:
+            unmapped.append(f"line {match.group(1)}: {message}")
+    return mapped, unmapped
+
+
+def parse_markers(log: str) -> dict[int, tuple[int, int]]:
+    """Formula index (-1 for the baseline) -> (next page number, group level) from the log."""
+    return {int(m[1]): (int(m[2]), int(m[3])) for m in MARKER_LINE.finditer(log)}
+
+
+@dataclass
+class Settled:
+    """What one compile decided: formulas [0, count) are done; the rest go to another round."""
+
+    count: int
+    pages: dict[int, tuple[int, int]]  # clean formula -> its pages [first, end)
+    failed: dict[int, str]
+
+
+def settle(count: int, mapped: dict[int, str], markers: dict[int, tuple[int, int]]) -> Settled:
+    """Decide formulas in document order, as far as this run's output can be trusted.
+
+    A formula with no error on its line rendered cleanly provided every formula before it left
+    TeX as it found it: formulas cannot make global assignments (the allow-list sees to that), so
+    the only way one formula reaches into the next is by leaving a group open, which the group
+    level in each marker reveals. The first formula whose marker is missing or shows a changed
+    level ends what this run can decide; everything after it is compiled again without it.
+    """
+    baseline_page, baseline_level = markers.get(-1, (1, -1))
+    done = Settled(0, {}, {})
+    page = baseline_page
+    for index in range(count):
+        if index not in markers:
+            if index in mapped:
+                done.failed[index] = mapped[index]
+                done.count = index + 1
+            return done
+        next_page, level = markers[index]
+        done.count = index + 1
+        if index in mapped:
+            done.failed[index] = mapped[index]
+        elif level != baseline_level:
+            done.failed[index] = "leaves a TeX group open"
+        else:
+            done.pages[index] = (page, next_page)
+        page = next_page
+        if level != baseline_level:
+            return done
+    return done
+
+
+def _log_tail(log: str, lines: int = 3) -> str:
+    return " | ".join(line for line in log.strip().splitlines()[-lines:])
+
+
+def is_blank(png: bytes) -> bool:
+    """True when the page has no ink at all.
+
+    dvipng's tight bounding box is the ink's, so a page with any ink is larger than a few pixels
+    and only tiny images need decoding (a blank page comes out 1x1).
+    """
+    width, height = struct.unpack(">II", png[16:24])
+    if width * height > 16:
+        return False
+    return Image.open(io.BytesIO(png)).convert("L").getextrema()[0] >= 250
+
+
+class BatchRenderer:
+    """Renders one batch in a scratch directory that nothing else reads or writes.
+
+    Each round compiles the pending formulas once and keeps what ``settle`` can decide from it;
+    the undecided tail goes to the next round, and after ``MAX_ROUNDS`` the batch is bisected.
+    """
+
+    def __init__(self, settings: RenderSettings, scratch: Path) -> None:
+        self.settings = settings
+        self.scratch = scratch
+
+    def render(self, items: Sequence[tuple[str, str]]) -> list[Rendered]:
+        results: list[Rendered] = []
+        pending = list(items)
+        for _ in range(MAX_ROUNDS):
+            if not pending:
+                return results
+            log, timed_out = self._compile(pending)
+            if timed_out and len(pending) == 1:
+                why = f"latex ran over {self.settings.timeout_s:g}s"
+                return results + [_failed(pending[0][0], "timeout", why)]
+            mapped, unmapped = parse_errors(log, len(pending))
+            if timed_out or unmapped:
+                return results + self._split(pending, "; ".join(unmapped))
+            done = settle(len(pending), mapped, parse_markers(log))
+            if done.count == 0:
+                return results + self._split(pending, "no output: " + _log_tail(log))
+            results += self._rasterize(pending, done.pages)
+            results += [_failed(pending[i][0], "tex_error", msg) for i, msg in done.failed.items()]
+            pending = pending[done.count :]
+        return results + self._split(pending, "")
+
+    def _split(self, pending: list[tuple[str, str]], error: str) -> list[Rendered]:
+        """Bisect when an error cannot be pinned on one formula's line."""
+        if len(pending) == 1:
+            return [_failed(pending[0][0], "tex_error", error or "TeX failed on this formula")]
+        half = len(pending) // 2
+        return self.render(pending[:half]) + self.render(pending[half:])
+
+    def _compile(self, items: list[tuple[str, str]]) -> tuple[str, bool]:
+        """Run latex on a fresh document; return its log and whether it timed out."""
+        for stale in self.scratch.iterdir():
+            stale.unlink()
+        document = batch_document([formula for _, formula in items])
+        tex = self.scratch / "batch.tex"
+        tex.write_text(document)
+        run = texrun.run_latex(tex, self.settings.timeout_s)
+        return _read_log(self.scratch / "batch.log"), run.timed_out
+
+    def _rasterize(
+        self, items: list[tuple[str, str]], pages: dict[int, tuple[int, int]]
+    ) -> list[Rendered]:
+        if not pages:
+            return []
+        last = max(end for _, end in pages.values()) - 1
+        run = texrun.run_dvipng(
+            self.scratch / "batch.dvi", self.settings.dpi, self.settings.timeout_s, last
+        )
+        return [
+            self._page_result(items[i][0], start, end, run) for i, (start, end) in pages.items()
+        ]
+
+    def _page_result(self, item_id: str, start: int, end: int, run: texrun.ToolResult) -> Rendered:
+        if end - start != 1:
+            return _failed(item_id, "multipage", f"renders to {end - start} pages, expected 1")
+        page = self.scratch / f"page{start}.png"
+        if not page.exists():
+            why = (
+                "dvipng timed out"
+                if run.timed_out
+                else "dvipng wrote no image: " + run.output[-200:]
+            )
+            return _failed(item_id, "rasterize_error", why)
+        png = page.read_bytes()
+        if is_blank(png):
+            return _failed(item_id, "blank", "renders to a blank image")
+        return Rendered(item_id, png, "ok")
+
+
+def _read_log(path: Path) -> str:
+    return path.read_text("latin-1") if path.exists() else ""
+
+
+def _batches(items: Sequence[tuple[str, str]], size: int) -> Iterator[Sequence[tuple[str, str]]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def render_formulas(
+    items: Sequence[tuple[str, str]],
+    settings: RenderSettings,
+    progress: ProgressLog | None = None,
+) -> list[Rendered]:
+    """Render (id, formula) pairs; every input comes back exactly once, rendered or failed."""
+    results: list[Rendered] = []
+    safe: list[tuple[str, str]] = []
+    for item_id, formula in items:
+        reason = texsafe.check_formula(formula)
+        if reason is None:
+            safe.append((item_id, formula))
+        else:
+            results.append(_failed(item_id, "unsafe", reason))
+    if progress is not None:
+        progress.advance(len(results))  # refused before TeX
+    with tempfile.TemporaryDirectory(prefix="render-") as scratch:
+        renderer = BatchRenderer(settings, Path(scratch))
+        for batch in _batches(safe, settings.batch_size):
+            results += renderer.render(batch)
+            if progress is not None:
+                progress.advance(len(batch))
+    order = {item_id: i for i, (item_id, _) in enumerate(items)}
+    return sorted(results, key=lambda r: order[r.id])
+
+
+def to_table(results: Sequence[Rendered]) -> pa.Table:
+    return pa.Table.from_pylist([r.__dict__ for r in results], schema=RENDERED_SCHEMA)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipeline render", description=__doc__)
+    cli.add_params_args(parser)
+    parser.add_argument("--formulas", type=Path, required=True, help="step0 Parquet table")
+    parser.add_argument("--chunk", type=int, required=True, help="which chunk to render")
+    parser.add_argument("--out", type=Path, required=True, help="Parquet file for this chunk")
+    args = parser.parse_args(argv)
+    settings = cli.read_params(args, READS).render
+    chunks = settings.chunks
+    if not 0 <= args.chunk < chunks:
+        raise SystemExit(f"render: --chunk {args.chunk} is outside 0..{chunks - 1} (render.chunks)")
+    log = cli.setup_logging()
+    table = pd.read_parquet(args.formulas, columns=["id", "formula"])
+    mine = table[[chunk_of(i, chunks) == args.chunk for i in table["id"]]]
+    items = list(zip(mine["id"], mine["formula"], strict=True))
+    progress = ProgressLog(f"render chunk {args.chunk}", len(items), "formulas")
+    results = render_formulas(items, settings, progress)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(to_table(results), args.out)
+    counts = pd.Series([r.reason or "ok" for r in results]).value_counts().to_dict()
+    log.info("render chunk %d/%d: %d in, %s", args.chunk, chunks, len(mine), counts)
+    return 0

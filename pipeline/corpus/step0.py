@@ -1,0 +1,165 @@
+"""step0: normalized formula lists -> one Parquet table of unique formulas with ids and splits.
+
+Input is either one list, split deterministically by a hash of each formula (so a formula keeps
+its split when the list grows), or a directory holding explicit train/validation/test lists.
+Ids are derived from content, so every later artifact can be joined back to its formula.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline import cli
+from pipeline.config import SplitRatios
+from pipeline.contracts import FORMULAS_SCHEMA, SPLITS, normalize_formula
+
+READS = ("step0",)  # the params this stage reads (dvc.yaml lists the same)
+# Accepted names of explicit split lists inside an input directory, per split.
+SPLIT_FILES = {
+    "train": ("train.formulas.norm.txt", "train.txt"),
+    "validation": (
+        "validation.formulas.norm.txt",
+        "val.formulas.norm.txt",
+        "validation.txt",
+        "val.txt",
+    ),
+    "test": ("test.formulas.norm.txt", "test.txt"),
+}
+# When one formula is listed in several explicit splits it is kept in the first of these, so
+# evaluation data never leaks into training.
+SPLIT_PRIORITY = ("test", "validation", "train")
+
+
+@dataclass
+class Step0Report:
+    """Counts in and out, so nothing step0 drops goes unrecorded."""
+
+    lines: int = 0
+    blank: int = 0
+    duplicates: int = 0
+    cross_split_duplicates: int = 0
+    formulas: int = 0
+    by_split: dict[str, int] = field(default_factory=dict)
+
+
+def formula_id(formula: str) -> str:
+    """A stable 16-hex-digit id from the formula's text."""
+    return hashlib.sha1(formula.encode("utf-8")).hexdigest()[:16]
+
+
+def hash_split(formula_id_: str, ratios: SplitRatios) -> str:
+    """Deterministic split from the id: a formula's split never depends on its neighbours."""
+    point = int(formula_id_[-8:], 16) / 2**32
+    edge = 0.0
+    for split in SPLITS:
+        edge += getattr(ratios, split)
+        if point < edge:
+            return split
+    return SPLITS[-1]
+
+
+def read_lines(path: Path) -> list[str]:
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise SystemExit(f"step0: {path} line {line} is not UTF-8 text ({exc.reason})") from exc
+
+
+def locate_inputs(path: Path) -> dict[str, Path] | Path:
+    """A file is one list to split by hash; a directory must hold all three split lists."""
+    if path.is_file():
+        return path
+    if not path.is_dir():
+        raise SystemExit(f"step0: input {path} does not exist")
+    found: dict[str, Path] = {}
+    for split, names in SPLIT_FILES.items():
+        hits = [path / n for n in names if (path / n).is_file()]
+        if not hits:
+            raise SystemExit(f"step0: {path} has no {split} list (looked for {', '.join(names)})")
+        found[split] = hits[0]
+    return found
+
+
+def build_table(
+    lists: dict[str, list[str]] | list[str], ratios: SplitRatios
+) -> tuple[pa.Table, Step0Report]:
+    """Deduplicate and assign splits; ``lists`` is one list or explicit lists per split."""
+    report = Step0Report()
+    chosen: dict[str, tuple[str, str]] = {}
+    labelled = _labelled(lists)
+    for split in SPLIT_PRIORITY if isinstance(lists, dict) else (None,):
+        for line, label in labelled[split]:
+            report.lines += 1
+            formula = normalize_formula(line)
+            if not formula:
+                report.blank += 1
+                continue
+            fid = formula_id(formula)
+            if fid in chosen:
+                report.duplicates += 1
+                report.cross_split_duplicates += chosen[fid][1] != (
+                    label or hash_split(fid, ratios)
+                )
+                continue
+            chosen[fid] = (formula, label or hash_split(fid, ratios))
+    rows = sorted(chosen.items())
+    table = pa.table(
+        {
+            "id": [fid for fid, _ in rows],
+            "formula": [f for _, (f, _) in rows],
+            "split": [s for _, (_, s) in rows],
+        },
+        schema=FORMULAS_SCHEMA,
+    )
+    report.formulas = table.num_rows
+    report.by_split = dict(sorted(Counter(s for _, (_, s) in rows).items()))
+    return table, report
+
+
+def _labelled(
+    lists: dict[str, list[str]] | list[str],
+) -> dict[str | None, list[tuple[str, str | None]]]:
+    if isinstance(lists, dict):
+        return {split: [(line, split) for line in lists[split]] for split in SPLITS}
+    return {None: [(line, None) for line in lists]}
+
+
+def run(input_path: Path, ratios: SplitRatios) -> tuple[pa.Table, Step0Report]:
+    found = locate_inputs(input_path)
+    if isinstance(found, Path):
+        return build_table(read_lines(found), ratios)
+    return build_table({split: read_lines(p) for split, p in found.items()}, ratios)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipeline step0", description=__doc__)
+    cli.add_params_args(parser)
+    parser.add_argument("--out", type=Path, required=True, help="Parquet table to write")
+    parser.add_argument("--report", type=Path, help="JSON file for the counts")
+    args = parser.parse_args(argv)
+    settings = cli.read_params(args, READS).step0
+    table, report = run(Path(settings.input), settings.split)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, args.out)
+    if args.report:
+        args.report.write_text(json.dumps(report.__dict__, indent=2) + "\n")
+    cli.setup_logging().info(
+        "step0: %d lines in, %d blank, %d duplicates (%d across splits), %d formulas out %s",
+        report.lines,
+        report.blank,
+        report.duplicates,
+        report.cross_split_duplicates,
+        report.formulas,
+        report.by_split,
+    )
+    return 0

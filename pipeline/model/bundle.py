@@ -1,0 +1,114 @@
+"""The exported model: weights, vocabulary and the settings its inputs were made with.
+
+The train stage writes a bundle and ``predict``, ``evaluate`` and the benchmarks read one, all
+through this module, the only place that knows the folder's file names. A bundle carries what
+is needed to feed the model exactly as in training (the render dpi, the crop settings, the
+padding multiple), so a model is never given inputs shaped unlike its training data.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import tensorflow as tf
+
+from pipeline import config
+from pipeline.config import CropSettings, ModelSettings
+from pipeline.contracts import Vocab
+from pipeline.model import networks
+
+WEIGHTS = "model.weights.h5"
+VOCAB = "vocab.json"
+RECORD = "model.json"
+FILES = (RECORD, VOCAB, WEIGHTS)
+
+
+class BundleError(SystemExit):
+    """A folder that is not a usable exported model; the message says what is wrong."""
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How the training images were made from formulas: render dpi and crop settings."""
+
+    dpi: int
+    crop: CropSettings
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"dpi": self.dpi, "crop": config.as_dict(self.crop)}
+
+
+@dataclass(frozen=True)
+class Bundle:
+    model: networks.FormulaModel
+    vocab: Vocab
+    settings: ModelSettings
+    preprocessing: Preprocessing
+    max_len: int  # the longest token sequence training decoded (with <s> and </s>)
+    record: dict[str, Any]  # model.json as written: also the step, epoch and validation score
+
+    @property
+    def pad_multiple(self) -> int:
+        return self.model.config.size_multiple
+
+    @property
+    def fixed_height(self) -> int | None:
+        return self.model.config.fixed_height
+
+
+def export(
+    folder: Path,
+    model: networks.FormulaModel,
+    vocab_file: Path,
+    settings: ModelSettings,
+    preprocessing: Preprocessing,
+    max_len: int,
+    extra: dict[str, Any],
+) -> None:
+    """Write a bundle; ``extra`` (e.g. step and validation score) goes into the record."""
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_weights(str(folder / WEIGHTS))
+    shutil.copyfile(vocab_file, folder / VOCAB)
+    record = {
+        "model": config.as_dict(settings),
+        "preprocessing": preprocessing.as_dict(),
+        "max_len": max_len,
+    } | extra
+    (folder / RECORD).write_text(json.dumps(record, indent=2) + "\n")
+
+
+def load(folder: Path) -> Bundle:
+    """The exported model with its vocabulary and settings, or a BundleError saying why not."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise BundleError(f"model folder {folder} not found (train one, or pass --model DIR)")
+    missing = [name for name in FILES if not (folder / name).is_file()]
+    if missing:
+        raise BundleError(
+            f"model folder {folder} lacks {', '.join(missing)}: not an exported model"
+        )
+    record = json.loads((folder / RECORD).read_text())
+    source = str(folder / RECORD)
+    if "preprocessing" not in record:
+        raise BundleError(f"{source} records no preprocessing (an older export): train it again")
+    settings = config.section("model", record["model"], source)
+    raw = record["preprocessing"]
+    preprocessing = Preprocessing(int(raw["dpi"]), config.section("crop", raw["crop"], source))
+    vocab = Vocab.load(folder / VOCAB)
+    model = networks.build_model(networks.model_config(settings), len(vocab))
+    try:
+        model(_blank_batch(model.config), training=False)
+        model.load_weights(str(folder / WEIGHTS))
+    except (OSError, ValueError) as error:
+        raise BundleError(f"cannot load the weights in {folder / WEIGHTS}: {error}") from None
+    return Bundle(model, vocab, settings, preprocessing, int(record["max_len"]), record)
+
+
+def _blank_batch(model_config: networks.ModelConfig) -> tuple[tf.Tensor, tf.Tensor]:
+    multiple = model_config.size_multiple
+    height = model_config.fixed_height or multiple
+    return tf.zeros([1, height, multiple, 1]), tf.ones([1, 2], tf.int32)

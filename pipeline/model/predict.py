@@ -1,0 +1,374 @@
+"""Predict command: formula images (PNG or JPEG) -> LaTeX tokens with an exported model.
+
+Every image goes through exactly the preprocessing the model was trained on (crop to the ink,
+pad, downsample, 1 = ink, zero padding to the model's multiples), with the crop settings read
+from the model's own ``model.json``, so a model never sees inputs shaped unlike its training
+data. One bad file is reported and skipped; it never stops the others.
+
+Usage: ``python -m pipeline predict [--model DIR] [--beam-width N] [--jsonl] IMAGE|DIR ...``
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import logging
+import sys
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+from PIL import Image
+
+from pipeline import cli
+from pipeline.contracts import Vocab
+from pipeline.corpus import crop
+from pipeline.model import bundle
+from pipeline.model.dataset import ink_from_gray
+from pipeline.model.decode import DecodeSettings, decode_batch
+from pipeline.model.networks import FormulaModel
+
+log = logging.getLogger("pipeline")
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+FORMATS = ("PNG", "JPEG")
+SIGNATURES = {b"\x89PNG\r\n\x1a\n": "PNG", b"\xff\xd8\xff": "JPEG"}  # file magic numbers
+WINDOW_BATCHES = 8  # images held in memory at once: this many batches' worth
+
+
+class ImageError(ValueError):
+    """An input the model cannot be given; the message is the reason shown to the user."""
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """What the model was trained on: crop settings, padding multiple, fixed height (STRIPS).
+
+    ``precropped`` marks inputs that already are crop-stage output (e.g. a shard's ``png``
+    column), which must not be cropped and downsampled a second time.
+    """
+
+    crop: crop.CropSettings
+    pad_multiple: int
+    fixed_height: int | None
+    dpi: int
+    precropped: bool = False
+
+    @classmethod
+    def of(cls, exported: bundle.Bundle, precropped: bool = False) -> Preprocessing:
+        return cls(
+            exported.preprocessing.crop,
+            exported.pad_multiple,
+            exported.fixed_height,
+            exported.preprocessing.dpi,
+            precropped,
+        )
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One input's outcome: ``latex`` when predicted, else ``error``; ``score`` from beams."""
+
+    path: str
+    latex: str | None = None
+    error: str | None = None
+    score: float | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        record: dict[str, Any] = {"path": self.path, "latex": self.latex, "error": self.error}
+        if self.score is not None:
+            record["score"] = self.score
+        return record
+
+
+def prepare_image(data: bytes, settings: Preprocessing) -> np.ndarray:
+    """Image file bytes -> float32 [H, W, 1] (1 = ink), padded, exactly as in training.
+
+    Raises ``ImageError`` saying why when the model cannot take the image.
+    """
+    gray = load_gray(data)
+    if settings.precropped:
+        cropped = gray if _has_ink(gray) else None
+    else:
+        cropped = crop.crop_gray(np.asarray(gray), settings.crop)
+    if cropped is None:
+        raise ImageError("no ink: the image is blank (every pixel is near-white)")
+    _check_size(cropped.height, cropped.width, settings)
+    return pad_image(_to_ink(cropped), settings.pad_multiple, settings.fixed_height)
+
+
+def load_gray(data: bytes) -> Image.Image:
+    """Decode any PNG/JPEG mode to 8-bit grayscale, transparency composited onto white.
+
+    Training pages are black ink on white; a transparent background must become white, not the
+    black that a plain ``convert("L")`` of transparent black pixels gives.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(io.BytesIO(data), formats=FORMATS)
+            image.load()
+        except Image.UnidentifiedImageError:
+            raise ImageError(_unidentified(data)) from None
+        except (OSError, SyntaxError, ValueError, EOFError) as exc:
+            raise ImageError(f"corrupt or truncated image ({exc})") from None
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise ImageError(f"image too large to decode safely ({exc})") from None
+    return _flatten(image)
+
+
+def _unidentified(data: bytes) -> str:
+    """A file that starts like a PNG or JPEG but does not open is damaged, not something else."""
+    for magic, kind in SIGNATURES.items():
+        if data.startswith(magic):
+            return f"corrupt or truncated {kind} (its header cannot be read)"
+    return "not a PNG or JPEG image"
+
+
+def _flatten(image: Image.Image) -> Image.Image:
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16-bit grayscale: convert("L") would clip, not scale, turning every pixel white
+        wide = np.asarray(image, dtype=np.int64)
+        return Image.fromarray(np.clip(wide // 257, 0, 255).astype(np.uint8), mode="L")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("L")
+    return image.convert("L")
+
+
+def _has_ink(image: Image.Image) -> bool:
+    return bool((np.asarray(image) < crop.INK_THRESHOLD).any())
+
+
+def _check_size(height: int, width: int, settings: Preprocessing) -> None:
+    """Refuse sizes training never had: no bucket held them, or taller than the STRIPS canvas."""
+    size = f"image is {height}x{width} (height x width) after cropping and downsampling"
+    hint = f" (the model was trained on formulas rendered at {settings.dpi} dpi)"
+    fixed = settings.fixed_height
+    if fixed is not None and height > fixed:
+        raise ImageError(f"{size}, taller than the model's fixed height {fixed}{hint}")
+    buckets = crop.ordered_buckets(settings.crop.buckets)
+    if crop.bucket_of(height, width, buckets) == -1:
+        raise ImageError(f"{size}; the model accepts {_limits(buckets)}{hint}")
+
+
+def _limits(buckets: list[tuple[int, int]]) -> str:
+    """'at most HxW' when one bucket holds all others (the usual case), else every bucket."""
+    top_h, top_w = buckets[-1]
+    if all(h <= top_h and w <= top_w for h, w in buckets):
+        return f"at most {top_h}x{top_w}"
+    return "only sizes within one of " + ", ".join(f"{h}x{w}" for h, w in buckets)
+
+
+def _to_ink(image: Image.Image) -> np.ndarray:
+    """The dataset's own arithmetic on the cropped image: what the shards' PNGs decode to."""
+    return ink_from_gray(np.asarray(image))
+
+
+def pad_image(ink: np.ndarray, multiple: int, fixed_height: int | None = None) -> np.ndarray:
+    """Zero (background) padding at the bottom and right, as the training batches have it."""
+    height, width = ink.shape[:2]
+    target_h = fixed_height if fixed_height is not None else height + (-height) % multiple
+    target_w = width + (-width) % multiple
+    return np.pad(ink, [(0, target_h - height), (0, target_w - width), (0, 0)])
+
+
+def expand_inputs(paths: Sequence[Path]) -> Iterator[Path | Prediction]:
+    """Files as given; a directory's PNG/JPEG files sorted, or an error when it has none."""
+    for path in paths:
+        if not path.is_dir():
+            yield path
+            continue
+        files = sorted(
+            p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+        )
+        if not files:
+            yield Prediction(str(path), error="directory has no .png, .jpg or .jpeg files")
+        yield from files
+
+
+def _read(path: Path, settings: Preprocessing) -> np.ndarray:
+    """A file that cannot be read fails like a bad image: reported, and the others go on."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ImageError("no such file") from None
+    except OSError as exc:
+        raise ImageError(f"cannot read file ({exc.strerror or exc})") from None
+    return prepare_image(data, settings)
+
+
+def predict_paths(
+    paths: Sequence[Path],
+    model: FormulaModel,
+    vocab: Vocab,
+    preprocessing: Preprocessing,
+    decoding: DecodeSettings,
+) -> list[Prediction]:
+    """One Prediction per image (directories expanded), in input order.
+
+    Images are read a window at a time so that memory stays flat however many are given.
+    """
+    results: list[Prediction] = []
+    window: list[tuple[int, str, np.ndarray]] = []
+    for item in expand_inputs(paths):
+        if isinstance(item, Prediction):
+            results.append(item)
+            continue
+        try:
+            window.append((len(results), str(item), _read(item, preprocessing)))
+            results.append(Prediction(str(item)))  # placeholder until decoded
+        except ImageError as exc:
+            results.append(Prediction(str(item), error=str(exc)))
+        if len(window) >= decoding.batch_size * WINDOW_BATCHES:
+            _decode_window(window, results, model, vocab, decoding)
+            window = []
+    _decode_window(window, results, model, vocab, decoding)
+    return results
+
+
+def _decode_window(
+    window: list[tuple[int, str, np.ndarray]],
+    results: list[Prediction],
+    model: FormulaModel,
+    vocab: Vocab,
+    decoding: DecodeSettings,
+) -> None:
+    """Batches of equal padded shape, so an image's result never depends on its neighbours."""
+    by_shape: dict[tuple[int, ...], list[tuple[int, str, np.ndarray]]] = {}
+    for entry in window:
+        by_shape.setdefault(entry[2].shape, []).append(entry)
+    for group in by_shape.values():
+        for start in range(0, len(group), decoding.batch_size):
+            batch = group[start : start + decoding.batch_size]
+            for index, prediction in _decode_batch(batch, model, vocab, decoding):
+                results[index] = prediction
+
+
+def _decode_batch(
+    batch: list[tuple[int, str, np.ndarray]],
+    model: FormulaModel,
+    vocab: Vocab,
+    decoding: DecodeSettings,
+) -> Iterator[tuple[int, Prediction]]:
+    images = np.stack([image for _, _, image in batch])
+    try:
+        ids, scores, _ = decode_batch(model, images, decoding)
+    except (tf.errors.OpError, ValueError) as exc:  # e.g. out of memory for this batch
+        for index, path, _ in batch:
+            yield index, Prediction(path, error=f"decoding failed ({exc})")
+        return
+    for row, (index, path, _) in enumerate(batch):
+        score = None if scores is None else float(scores[row])
+        yield index, Prediction(path, latex=vocab.decode(ids[row].tolist()), score=score)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline predict",
+        description="Predict the LaTeX of formula images (PNG or JPEG) with an exported model.",
+    )
+    parser.add_argument(
+        "paths", nargs="+", type=Path, metavar="IMAGE", help="an image, or a folder of them"
+    )
+    parser.add_argument(
+        "--model",
+        type=Path,
+        default=Path("models/best"),
+        metavar="DIR",
+        help="exported model folder (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--beam-width",
+        type=int,
+        default=5,
+        metavar="N",
+        help="beams; 1 = greedy (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--length-penalty",
+        type=float,
+        default=0.6,
+        metavar="A",
+        help="beam length penalty (default: %(default)s)",
+    )
+    parser.add_argument("--max-len", type=int, metavar="N", help="default: the model's max_len")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=16,
+        metavar="N",
+        help="images per batch (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--jsonl", action="store_true", help='one {"path", "latex", "error"[, "score"]} a line'
+    )
+    parser.add_argument(
+        "--cropped",
+        action="store_true",
+        help="inputs are crop-stage output already (e.g. shard PNGs): do not crop again",
+    )
+    return parser
+
+
+def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    for name in ("beam_width", "batch_size", "max_len"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    if args.length_penalty < 0:
+        parser.error(f"--length-penalty must be >= 0, got {args.length_penalty}")
+
+
+def _load(parser: argparse.ArgumentParser, model_dir: Path) -> bundle.Bundle:
+    try:
+        return bundle.load(model_dir)
+    except bundle.BundleError as error:
+        parser.error(str(error))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        parser.error(f"cannot load the model in {model_dir}: {exc}")
+
+
+def _report(predictions: list[Prediction], jsonl: bool) -> None:
+    for p in predictions:
+        if jsonl:
+            print(json.dumps(p.as_json(), ensure_ascii=False))
+        elif p.error is None:
+            print(f"{p.path}\t{p.latex}")
+        if p.error is not None:
+            print(f"{p.path}: error: {p.error}", file=sys.stderr)
+    sys.stdout.flush()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    _check_args(parser, args)
+    cli.setup_logging()
+    exported = _load(parser, args.model)
+    model, vocab = exported.model, exported.vocab
+    if args.beam_width > len(vocab):
+        parser.error(f"--beam-width {args.beam_width} exceeds the vocabulary size {len(vocab)}")
+    preprocessing = Preprocessing.of(exported, precropped=args.cropped)
+    decoding = DecodeSettings(
+        max_len=args.max_len or exported.max_len,
+        beam_width=args.beam_width,
+        length_penalty=args.length_penalty,
+        batch_size=args.batch_size,
+    )
+    predictions = predict_paths(args.paths, model, vocab, preprocessing, decoding)
+    _report(predictions, args.jsonl)
+    failed = sum(p.error is not None for p in predictions)
+    log.info(
+        "predict: %d images in, %d predicted, %d failed",
+        len(predictions),
+        len(predictions) - failed,
+        failed,
+    )
+    return 1 if failed else 0

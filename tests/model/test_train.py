@@ -1,0 +1,157 @@
+"""The train stage with real TensorFlow on tiny data: budget, export, resume, determinism."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline import config
+from pipeline.config import ModelSettings, TrainSettings
+from pipeline.model import bundle
+from pipeline.model.trainer import Trainer, run_key
+from tests.conftest import (
+    TINY_PREPROCESSING,
+    run_train,
+    tiny_settings,
+    tool_env,
+    train_command,
+)
+
+# what the resume and determinism tests train: long enough to kill midway, with every piece of
+# state that must survive a restart (cosine schedule, warm-up, moving average)
+RESUMABLE = {
+    "max_steps": 40,
+    "checkpoint_every": 3,
+    "lr_schedule": "cosine",
+    "warmup_steps": 5,
+    "final_lr_fraction": 0.1,
+    "ema_decay": 0.9,
+}
+
+
+def test_run_key_changes_with_anything_that_shapes_the_run():
+    seq2seq, strips = ModelSettings(variant="seq2seq"), ModelSettings(variant="strips")
+    base = run_key(seq2seq, TrainSettings(), "d")
+    assert base == run_key(seq2seq, TrainSettings(), "d")
+    assert base != run_key(strips, TrainSettings(), "d")
+    assert base != run_key(seq2seq, TrainSettings(seed=1), "d")
+    assert base != run_key(seq2seq, TrainSettings(), "e")
+
+
+def test_training_exports_model_and_logs_curves(trained_tiny):
+    work, log = trained_tiny
+    exported = bundle.load(work / "model")
+    assert exported.settings.variant == "seq2seq"
+    assert exported.fixed_height is None and exported.pad_multiple > 1
+    assert exported.preprocessing.as_dict() == TINY_PREPROCESSING  # from the params, as a rule
+    live = json.loads((work / "live" / "metrics.json").read_text())
+    assert "loss" in live["train"] and "bleu" in live["val"]
+    assert live["train"]["learning_rate"] == pytest.approx(0.003)  # constant: TINY_TRAIN's rate
+    assert (live["stopped_by"], live["cut_by_time"], live["steps"]) == ("steps", False, 12)
+    assert "done at step 12" in log and "stopped by steps" in log
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tiny_shards, tmp_path_factory) -> Path:
+    """One run of RESUMABLE from start to end, for the resume and determinism tests."""
+    work = tmp_path_factory.mktemp("uninterrupted")
+    run_train(train_command(tiny_shards, work, **RESUMABLE), work)
+    return work
+
+
+def assert_same_run(a: Path, b: Path) -> None:
+    """Bit-identical exported weights, and the same metrics to the last digit."""
+    first, second = bundle.load(a / "model"), bundle.load(b / "model")
+    for x, y in zip(first.model.get_weights(), second.model.get_weights(), strict=True):
+        np.testing.assert_array_equal(x, y)
+    for name in ("metrics.json",):
+        assert json.loads((a / "live" / name).read_text()) == json.loads(
+            (b / "live" / name).read_text()
+        )
+    assert first.record == second.record
+
+
+def test_two_trainings_with_the_same_params_give_the_same_model(
+    tiny_shards, uninterrupted, tmp_path
+):
+    run_train(train_command(tiny_shards, tmp_path, **RESUMABLE), tmp_path)
+    assert_same_run(uninterrupted, tmp_path)
+
+
+def test_a_killed_run_resumes_to_the_uninterrupted_model(tiny_shards, uninterrupted, tmp_path):
+    cmd = train_command(tiny_shards, tmp_path, **RESUMABLE)
+    proc = subprocess.Popen(
+        cmd,
+        cwd=tmp_path,
+        env=tool_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and not _checkpoint_steps(tmp_path):
+        assert proc.poll() is None, proc.stderr.read()[-3000:]
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed_at = max(_checkpoint_steps(tmp_path))
+    assert 0 < killed_at < 40
+    log = run_train(cmd, tmp_path)
+    assert f"resumed from step {killed_at}" in log
+    assert "done at step 40" in log
+    # the schedule picks up where the budget stands, not from the start: the last step (39 of
+    # 40) runs close to the cosine's end, 0.1 of the peak
+    last_rate = json.loads((tmp_path / "live" / "metrics.json").read_text())["train"]
+    assert last_rate["learning_rate"] == pytest.approx(0.003 * 0.1, rel=0.02)
+    assert_same_run(uninterrupted, tmp_path)
+
+
+def _checkpoint_steps(work: Path) -> list[int]:
+    return [int(p.name.split("-")[1].split(".")[0]) for p in work.glob("ckpt/*/ckpt-*.index")]
+
+
+def test_distributed_step_on_two_logical_cpu_devices(tiny_shards, tmp_path):
+    env = tool_env() | {"PIPELINE_CPU_DEVICES": "2"}
+    cmd = train_command(tiny_shards, tmp_path, max_steps=4, ema_decay=0.9)
+    log = run_train(cmd, tmp_path, env)
+    assert "2 replica(s)" in log
+    assert "done at step 4" in log
+
+
+def test_moving_average_follows_the_weights_and_is_what_validation_sees(tiny_shards):
+    params = config.parse(tiny_settings(ema_decay=0.5))
+    trainer = Trainer(
+        params.model,
+        params.train,
+        tiny_shards / "shards",
+        tiny_shards / "vocab.json",
+        bundle.Preprocessing(params.render.dpi, params.crop),
+    )
+    trainer.build()
+    weights = trainer.model.trainable_variables
+    step = trainer.make_train_step()
+    batches = iter(trainer.train_data(epoch=0, skip=0).repeat())
+    before = [w.numpy() for w in weights]
+    step(*next(batches))  # the ramp's first step: decay min(0.5, 2/11)
+    first = [w.numpy() for w in weights]
+    expected = [2 / 11 * b + 9 / 11 * a for b, a in zip(before, first, strict=True)]
+    step(*next(batches))  # still the ramp: decay min(0.5, 3/12) = 0.25
+    second = [w.numpy() for w in weights]
+    expected = [0.25 * e + 0.75 * w for e, w in zip(expected, second, strict=True)]
+    shadows = [s.numpy() for s in trainer.ema.shadows]
+    for shadow, want in zip(shadows, expected, strict=True):
+        np.testing.assert_allclose(shadow, want, rtol=1e-5, atol=1e-6)
+    assert any(not np.allclose(s, w) for s, w in zip(shadows, second, strict=True))
+    with trainer.averaged_weights():
+        for weight, shadow in zip(weights, shadows, strict=True):
+            np.testing.assert_array_equal(weight.numpy(), shadow)
+    for weight, raw in zip(weights, second, strict=True):
+        np.testing.assert_array_equal(weight.numpy(), raw)
