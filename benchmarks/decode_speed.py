@@ -20,17 +20,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.evaluation import evaluate
-from pipeline.model import dataset, decode  # noqa: E402
+from pipeline.contracts import shard_paths  # noqa: E402
+from pipeline.model import bundle, dataset, decode  # noqa: E402
 
 
-def test_batches(model_dir: Path, shards: Path, batch_size: int, limit: int):
-    model, vocab, config = evaluate.load_exported(model_dir)
+def test_batches(exported: bundle.Bundle, shards: Path, batch_size: int, limit: int):
     data = dataset.make_dataset(
-        dataset.shard_paths(shards, "test"),
+        shard_paths(shards, "test"),
         batch_size=batch_size,
-        pad_multiple=config["pad_multiple"],
-        fixed_height=config["fixed_height"],
+        pad_multiple=exported.pad_multiple,
+        fixed_height=exported.fixed_height,
     )
     batches, seen = [], 0
     for images, _ in data:
@@ -38,7 +37,7 @@ def test_batches(model_dir: Path, shards: Path, batch_size: int, limit: int):
         seen += int(batches[-1].shape[0])
         if seen >= limit:
             break
-    return model, config, batches
+    return batches
 
 
 def timed(model, batches, settings: decode.DecodeSettings) -> tuple[float, int]:
@@ -61,12 +60,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args(argv)
-    if not (args.model / "model.json").is_file():
+    if not args.model.is_dir():
         print(f"skipped: no trained model at {args.model} (run `make run` first)")
         return 0
-    model, config, singles = test_batches(args.model, args.shards, 1, args.latency_images)
-    _, _, batched = test_batches(args.model, args.shards, args.batch_size, args.throughput_images)
-    max_len = int(config["max_len"])
+    exported = bundle.load(args.model)
+    model = exported.model
+    singles = test_batches(exported, args.shards, 1, args.latency_images)
+    batched = test_batches(exported, args.shards, args.batch_size, args.throughput_images)
+    max_len = exported.max_len
     settings = [decode.DecodeSettings(max_len, w, 0.6, args.batch_size) for w in args.widths]
     for s in settings:  # trace every graph shape once before timing
         for images in {tuple(b.shape): b for b in singles + batched}.values():
@@ -79,8 +80,8 @@ def main(argv: list[str] | None = None) -> int:
             latency[s.name].append(seconds / len(singles))
             seconds, tokens = timed(model, batched, s)
             throughput[s.name].append((args.throughput_images / seconds, tokens))
-    variant = config["model"].get("variant")
-    print(f"decode speed on CPU, {variant} ({config['model'].get('preset')}), max_len {max_len}")
+    variant, preset = exported.settings.variant, exported.settings.preset
+    print(f"decode speed on CPU, {variant} ({preset}), max_len {max_len}")
     print(f"{'search':8} {'latency ms/img':>15} {'batched img/s':>14} {'tokens/img':>11}")
     for s in settings:
         ms = 1000 * statistics.median(latency[s.name])

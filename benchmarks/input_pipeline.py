@@ -33,9 +33,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def measure(args: argparse.Namespace) -> tuple[int, float]:
     """Images and seconds over ``args.batches`` batches after the warm-up."""
+    from pipeline.contracts import shard_paths
     from pipeline.model import dataset  # late: importing tensorflow takes seconds
 
-    paths = dataset.shard_paths(args.shards, args.split)
+    paths = shard_paths(args.shards, args.split)
     batches = iter(
         dataset.make_dataset(
             paths,
@@ -56,7 +57,7 @@ def measure(args: argparse.Namespace) -> tuple[int, float]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if not (args.shards / "manifest.json").is_file():
+    if not args.shards.is_dir():
         print(f"skipped: no shards at {args.shards} (run the pipeline first)")
         return 0
     images, seconds = measure(args)

@@ -2,8 +2,9 @@
 
 Runs the pipeline in a throw-away copy of the project with `step0.input` pointing at the real
 im2latex-100k validation formulas (split train/validation/test by the pipeline), prepares the
-data once, then `dvc exp run -S model.variant=V -S train.max_minutes=M` for each variant and
-prints one table of the test metrics.
+data once, then `dvc exp run -S model.variant=V -S train.max_minutes=M -S train.max_steps=0` for
+each variant (equal wall-clock minutes, so the figures are this machine's) and prints one table
+of the test metrics.
 
     python benchmarks/real_data_variants.py [--minutes 60] [--variants seq2seq nopool strips]
 """
@@ -22,6 +23,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from pipeline.model import bundle  # noqa: E402
 from tests.conftest import SHARED_DATA, copy_project, init_git, tool_env  # noqa: E402
 
 
@@ -54,11 +56,13 @@ def run_variant(project: Path, variant: str, minutes: float) -> dict:
             f"model.variant={variant}",
             "-S",
             f"train.max_minutes={minutes}",
+            "-S",
+            "train.max_steps=0",
         ],
         project,
     )
     scores = json.loads((project / "metrics.json").read_text())
-    exported = json.loads((project / "models" / "best" / "model.json").read_text())
+    exported = bundle.read_record(project / "models" / "best")
     live = json.loads((project / "dvclive" / "metrics.json").read_text())
     return scores | {
         "variant": variant,

@@ -22,8 +22,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from pipeline.config import RenderSettings  # noqa: E402
+from pipeline.contracts import normalize_formula as normalize  # noqa: E402
 from pipeline.corpus import render, texrun, texsafe  # noqa: E402
-from pipeline.corpus.step0 import formula_id, normalize    # noqa: E402
+from pipeline.corpus.step0 import formula_id  # noqa: E402
 
 DEFAULT_FORMULAS = ROOT.parent / "shared" / "data" / "im2latex100k-val.formulas.norm.txt"
 
@@ -52,7 +54,7 @@ def run_baseline(formulas: list[str], dpi: int) -> tuple[float, Counter]:
         return time.perf_counter() - start, outcomes
 
 
-def run_batched(formulas: list[str], settings: render.RenderSettings) -> tuple[float, list]:
+def run_batched(formulas: list[str], settings: RenderSettings) -> tuple[float, list]:
     items = [(formula_id(f), f) for f in formulas]
     start = time.perf_counter()
     results = render.render_formulas(items, settings)
@@ -82,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one core: figures are per core
     formulas = load(args.formulas, args.count)
-    settings = render.RenderSettings(dpi=args.dpi, batch_size=args.batch_size)
+    settings = RenderSettings(dpi=args.dpi, batch_size=args.batch_size)
 
     base_s, base_outcomes = run_baseline(formulas[: args.baseline], args.dpi)
     batch_s, results = run_batched(formulas, settings)

@@ -21,13 +21,14 @@ sys.path.insert(0, str(ROOT))
 
 
 def measure_variant(variant: str, args: argparse.Namespace) -> dict:
-    from pipeline.model.train import TrainSettings
-    from pipeline.model.trainer import Trainer
+    from pipeline import config
+    from pipeline.config import ModelSettings, TrainSettings
+    from pipeline.model.trainer import Trainer, preprocessing_of
 
+    model = ModelSettings(variant=variant, preset=args.preset)
     settings = TrainSettings(batch_size=args.batch_size)
-    trainer = Trainer(
-        {"variant": variant, "preset": args.preset}, settings, args.shards, args.vocab, {}
-    )
+    preprocessing = preprocessing_of(config.load(ROOT / "params.yaml"))
+    trainer = Trainer(model, settings, args.shards, args.vocab, preprocessing)
     trainer.build()
     step = trainer.make_train_step()
     batches = iter(trainer.train_data(epoch=0, skip=0).repeat())
@@ -70,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--input-batches", type=int, default=200)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
-    if not (args.shards / "manifest.json").exists():
+    if not args.shards.is_dir():
         print(f"skipped: no shards at {args.shards} (run `make run` or `dvc repro shards` first)")
         return 0
     rows = [measure_variant(v, args) for v in args.variants]

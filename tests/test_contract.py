@@ -1,7 +1,9 @@
-"""dvc.yaml and the Snakefile describe one pipeline: same stages, outputs and params."""
+"""dvc.yaml, the Snakefile and the code describe one pipeline: same stages, outputs, params, and
+deps that cover every line of code a stage runs."""
 
 from __future__ import annotations
 
+import ast
 import re
 import shlex
 from collections import defaultdict
@@ -10,7 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from pipeline.__main__ import COMMANDS
 from tests.conftest import ROOT, run
+from tests.imports import closure, module_file
 
 RULE_BLOCK = re.compile(r"^rule (\w+):\n(.*?)(?=^rule |\Z)", re.MULTILINE | re.DOTALL)
 
@@ -41,12 +45,27 @@ def allowed_rules(cmd: str) -> tuple[list[str], str]:
     return words[start:end], words[end + 1]
 
 
+def rule_files() -> dict[str, Path]:
+    """The rules file that defines each rule."""
+    return {
+        name: path
+        for path in (ROOT / "workflow" / "rules").glob("*.smk")
+        for name, _ in RULE_BLOCK.findall(path.read_text())
+    }
+
+
+def settings_keys(body: str) -> set[str]:
+    """The params a rule passes its command: the arguments of its settings(...) calls."""
+    calls = re.findall(r"settings\(([^)]*)\)", body)
+    return {key for call in calls for key in re.findall(r'"([\w.]+)"', call)}
+
+
 def rule_config_sections() -> dict[str, set[str]]:
-    """params.yaml keys each rule reads: settings("x"), config["x"]["y"], or the chunk list."""
+    """params.yaml keys each rule reads: settings(...), config["x"]["y"], or the chunk list."""
     used: dict[str, set[str]] = {}
     for path in (ROOT / "workflow" / "rules").glob("*.smk"):
         for name, body in RULE_BLOCK.findall(path.read_text()):
-            keys = set(re.findall(r'settings\("(\w+)"\)', body))
+            keys = settings_keys(body)
             keys |= {
                 ".".join(filter(None, m))
                 for m in re.findall(r'config\["(\w+)"\](?:\["(\w+)"\])?', body)
@@ -98,7 +117,27 @@ def test_dvc_params_are_exactly_what_the_rules_read(dvc_stages):
         assert set(spec.get("params", [])) == reads, stage
 
 
-def test_each_stage_depends_on_its_module_and_upstream_outputs(dvc_stages):
+def code_deps(stage: str, rules: list[str]) -> set[str]:
+    """What a stage's command runs: ``python -m pipeline`` and every project module the stage's
+    module imports, as subpackage folders and top-level files, plus the rule files."""
+    files = {module_file(m) for m in closure(COMMANDS[stage]) | closure("pipeline.__main__")}
+    deps = {
+        str(f.relative_to(ROOT).parent if f.parent != ROOT / "pipeline" else f.relative_to(ROOT))
+        for f in files
+    }
+    where = rule_files()
+    deps |= {str(where[r].relative_to(ROOT)) for r in rules} | {"workflow/rules/common.smk"}
+    return deps
+
+
+def test_each_stage_depends_on_exactly_the_code_it_runs(dvc_stages):
+    for stage, spec in dvc_stages.items():
+        rules, _ = allowed_rules(spec["cmd"])
+        listed = {d.rstrip("/") for d in spec["deps"] if d.startswith(("pipeline", "workflow"))}
+        assert listed == code_deps(stage, rules), stage
+
+
+def test_each_stage_depends_on_upstream_outputs_only_otherwise(dvc_stages):
     outs = {
         next(iter(o)) if isinstance(o, dict) else o
         for spec in dvc_stages.values()
@@ -106,10 +145,32 @@ def test_each_stage_depends_on_its_module_and_upstream_outputs(dvc_stages):
         for o in spec.get(kind, [])
     }
     for stage, spec in dvc_stages.items():
-        deps = spec["deps"]
-        assert f"pipeline/{stage}.py" in deps
-        for dep in deps:
-            assert dep.startswith(("pipeline/", "${")) or dep in outs, (stage, dep)
+        for dep in spec["deps"]:
+            assert dep.startswith(("pipeline", "workflow", "${")) or dep in outs, (stage, dep)
+
+
+def stage_reads(stage: str) -> set[str]:
+    """The READS tuple of a stage's module (read from its source: no TensorFlow to import)."""
+    tree = ast.parse(module_file(COMMANDS[stage]).read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "READS":
+            return set(ast.literal_eval(node.value))
+    raise AssertionError(f"{COMMANDS[stage]} declares no READS")
+
+
+def test_each_stage_reads_what_its_rule_passes_and_dvc_tracks(dvc_stages):
+    """The module's READS, its rule's settings(...) and dvc.yaml's params name the same keys,
+    so a stage run by hand (--params) reads what its rule passes (--settings)."""
+    bodies = {
+        name: body
+        for path in (ROOT / "workflow" / "rules").glob("*.smk")
+        for name, body in RULE_BLOCK.findall(path.read_text())
+    }
+    for stage, spec in dvc_stages.items():
+        rules, _ = allowed_rules(spec["cmd"])
+        [runner] = [r for r in rules if f"python -m pipeline {stage} " in bodies[r]]
+        assert stage_reads(stage) == settings_keys(bodies[runner]), stage
+        assert stage_reads(stage) <= set(spec["params"]), stage
 
 
 def test_snakemake_lint_is_clean():

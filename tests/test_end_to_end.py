@@ -85,10 +85,22 @@ def test_dvc_repro_then_noop_then_param_change_then_experiment(tmp_path):
     assert metrics["decoding"] == "beam2" and "bleu" in metrics["greedy"]
     assert 0 <= metrics["visual"]["compile_rate"] <= 1
     assert (project / "reports" / "evaluation" / "index.html").is_file()
+    live = json.loads((project / "dvclive" / "metrics.json").read_text())
+    assert (live["stopped_by"], live["cut_by_time"], live["steps"]) == ("steps", False, 10)
 
     again = run(["dvc", "repro"], project)
     assert ran_stages(again.stdout) == set()
     assert "up to date" in run(["dvc", "status"], project).stdout
+
+    # Code that only training runs changes: DVC reruns training and what follows it, not the
+    # data stages, and deterministic training gives the very same model again.
+    model_before = _out_md5(project, "train", "models/best")
+    with open(project / "pipeline" / "model" / "schedule.py", "a") as handle:
+        handle.write("# an edit that changes no behaviour\n")
+    stale = set(re.findall(r"^(\w+):", run(["dvc", "status"], project).stdout, re.MULTILINE))
+    assert stale == {"train", "evaluate"}
+    assert ran_stages(run(["dvc", "repro"], project).stdout) == {"train", "evaluate"}
+    assert _out_md5(project, "train", "models/best") == model_before
 
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["vocab"]["min_count"] = 2
@@ -109,6 +121,11 @@ def test_dvc_repro_then_noop_then_param_change_then_experiment(tmp_path):
     assert any("bleu_by_length" in name for name in names), names
     assert any("val/bleu" in name for name in names), names
     assert not plots.get("errors"), plots["errors"]
+
+
+def _out_md5(project: Path, stage: str, path: str) -> str:
+    lock = yaml.safe_load((project / "dvc.lock").read_text())
+    return next(o["md5"] for o in lock["stages"][stage]["outs"] if o["path"] == path)
 
 
 def _experiments(shown: list) -> list:

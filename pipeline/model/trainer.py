@@ -33,6 +33,7 @@ from pipeline.model import bundle, dataset, devices, networks
 from pipeline.model.schedule import Budget, Schedule
 
 log = logging.getLogger("pipeline")
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass
@@ -48,9 +49,18 @@ class Progress:
 
 
 def run_key(model: ModelSettings, settings: TrainSettings, data_digest: str) -> str:
-    """Checkpoints are only resumed by a run with the same model, settings and data."""
-    blob = json.dumps([asdict(model), asdict(settings), data_digest], sort_keys=True)
+    """Checkpoints are only resumed by a run with the same model, settings, data and code: DVC
+    reruns training after a code change, and that run must train, not resume a finished one."""
+    blob = json.dumps([asdict(model), asdict(settings), data_digest, code_digest()], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def code_digest() -> str:
+    """The pipeline package's source, every module of it (a superset of what training runs)."""
+    digest = hashlib.sha256()
+    for path in sorted(PACKAGE_ROOT.rglob("*.py")):
+        digest.update(str(path.relative_to(PACKAGE_ROOT)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
 
 
 def data_digest(shards_dir: Path, vocab_path: Path) -> str:
