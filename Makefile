@@ -26,6 +26,7 @@ bench: deps
 	$(BIN)/python benchmarks/render_throughput.py
 	$(BIN)/python benchmarks/prepare_scale.py
 	$(BIN)/python benchmarks/decode_speed.py
+	$(BIN)/python benchmarks/determinism.py
 
 deps: tex $(VENV)/.installed
 

@@ -55,11 +55,13 @@ class ProgressLog:
     useful; a line every half minute tells a person watching ``logs/`` that work goes on.
     """
 
-    def __init__(self, label: str, total: int, unit: str, every_s: float = 30.0) -> None:
+    def __init__(
+        self, label: str, total: int, unit: str, every_s: float = 30.0, done: int = 0
+    ) -> None:
         self.label, self.total, self.unit, self.every_s = label, total, unit, every_s
-        self.done = 0
+        self.done = done
         self.log = logging.getLogger("pipeline")
-        self.since, self.since_done, self.samples = time.monotonic(), 0, 0
+        self.since, self.since_done, self.samples = time.monotonic(), done, 0
 
     def advance(self, count: int = 1, *, samples: int = 0, detail: str = "") -> None:
         """``count`` more units done (``samples`` items in them, for a rate); ``detail`` is

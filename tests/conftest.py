@@ -104,6 +104,7 @@ TINY_TRAIN = {
     "patience": 100,
     "max_len": 40,
     "learning_rate": 0.003,
+    "progress_every_s": 1e-6,  # a progress line every step, as a long run has every 30 s
 }
 
 

@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from pipeline.contracts import MANIFEST
 from tests.conftest import copy_project, init_git, run
 
 pytestmark = pytest.mark.slow
@@ -59,7 +60,7 @@ def ran_stages(output: str) -> set[str]:
 def check_accounting(project: Path) -> dict:
     report = json.loads((project / "reports" / "data.json").read_text())
     assert report["rows"] + report["failed"] + report["filtered"] == report["formulas_in"]
-    manifest = json.loads((project / "data" / "shards" / "manifest.json").read_text())
+    manifest = json.loads((project / "data" / "shards" / MANIFEST).read_text())
     rows = sum(
         pq.read_metadata(project / "data" / "shards" / m["path"]).num_rows
         for m in manifest["shards"]

@@ -1,9 +1,10 @@
 """Evaluate stage: decode the test split (beam and greedy), score text and pictures, report.
 
-Text metrics undercount (Singh 2018: ~40% of visually correct predictions differ in tokens), so
-predictions are also rendered through the render/crop stages and compared as images
-(``pipeline.visual``). Every test row is scored: a row the model could not be given (e.g. taller
-than the STRIPS canvas) counts as an empty prediction rather than silently leaving the average.
+Text metrics undercount (Singh 2018: ~40% of visually correct predictions differ in tokens),
+so predictions are also rendered through the render/crop stages and compared as images
+(``pipeline.evaluation.visual``). Every test row is scored: a row the model could not be given
+(e.g. taller than the STRIPS canvas) counts as an empty prediction rather than silently leaving
+the average.
 
 ``--formulas FILE`` scores the model on a user's own list of normalized formulas instead, built
 into test shards by the stages' own functions with the model's own preprocessing.

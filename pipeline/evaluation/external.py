@@ -2,7 +2,7 @@
 
 ``evaluate --formulas FILE`` must score a model on new data exactly as it was scored on its test
 split: the same normalization and deduplication (step0), the model's own dpi and crop settings
-(from its exported ``model.json``, not from params.yaml), the same safety checks and failure
+(recorded in its bundle, not read from params.yaml), the same safety checks and failure
 isolation (render), and the same accounting (shards), so every line of the file ends up either
 scored or recorded with its reason.
 """

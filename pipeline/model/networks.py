@@ -10,7 +10,7 @@ Three variants share one encoder/decoder skeleton so that they can be compared o
   ``strips`` attends over whole columns, which is why it needs a fixed canvas height.
 
 The decoder recurrence is a ``tf.while_loop`` inside a ``tf.function``, so teacher forcing,
-greedy decoding and beam search (``pipeline.beam``) run as one graph whatever the caller does;
+greedy decoding and beam search (``pipeline.model.beam``) run as one graph whatever the caller does;
 only the attention/RNN step is in the loop, the output layers run once over all steps. Training
 memory grows with ``B * T * L * attention_units`` (the backward pass keeps every step's attention
 activations), so L, the number of attended locations, is what the presets keep in check.

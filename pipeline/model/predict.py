@@ -2,8 +2,8 @@
 
 Every image goes through exactly the preprocessing the model was trained on (crop to the ink,
 pad, downsample, 1 = ink, zero padding to the model's multiples), with the crop settings read
-from the model's own ``model.json``, so a model never sees inputs shaped unlike its training
-data. One bad file is reported and skipped; it never stops the others.
+from the model's own bundle (``pipeline.model.bundle``), so a model never sees inputs shaped
+unlike its training data. One bad file is reported and skipped; it never stops the others.
 
 Usage: ``python -m pipeline predict [--model DIR] [--beam-width N] [--jsonl] IMAGE|DIR ...``
 """

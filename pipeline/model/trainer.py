@@ -298,8 +298,8 @@ class Trainer:
             progress.step + self._steps_left(progress),
             "steps",
             self.settings.progress_every_s,
+            done=progress.step,
         )
-        display.done = progress.step
         for images, tokens in self.train_data(progress.epoch, progress.step_in_epoch):
             self.optimizer.learning_rate = self._learning_rate(progress)
             loss, accuracy = train_step(images, tokens)

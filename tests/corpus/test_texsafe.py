@@ -1,4 +1,4 @@
-"""Tests for pipeline.texsafe: what is refused, why, and that real formulas still pass.
+"""Tests for pipeline.corpus.texsafe: what is refused, why, and that real formulas still pass.
 
 The structural rules (optional arguments, \\hline placement, nesting limits, text mode, ...)
 come from rendering batches with latex; the last tests re-run a few of those experiments

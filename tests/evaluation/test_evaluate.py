@@ -9,7 +9,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from pipeline.contracts import MANIFEST
 from pipeline.evaluation import evaluate
+from pipeline.model import bundle
 from tests.conftest import run
 
 
@@ -52,7 +54,7 @@ def test_evaluate_scores_every_test_row_greedy_beam_and_visual(tiny_shards, trai
     command += ["--report", str(tmp_path / "report"), "--curves", str(tmp_path / "live")]
     run(command + ["--length-plot", str(tmp_path / "lengths.json")], tmp_path)
     summary = json.loads((tmp_path / "metrics.json").read_text())
-    manifest = json.loads((tiny_shards / "shards" / "manifest.json").read_text())
+    manifest = json.loads((tiny_shards / "shards" / MANIFEST).read_text())
     test_rows = sum(m["rows"] for m in manifest["shards"] if m["split"] == "test")
     assert summary["samples"] == test_rows > 0
     assert summary["decoding"] == "beam2" and summary["beam_width"] == 2
@@ -115,9 +117,9 @@ def test_a_model_that_records_no_preprocessing_is_refused_before_decoding(
 ):
     work, _ = trained_tiny
     shutil.copytree(work / "model", tmp_path / "model")
-    record = json.loads((tmp_path / "model" / "model.json").read_text())
+    record = json.loads((tmp_path / "model" / bundle.RECORD).read_text())
     del record["preprocessing"]
-    (tmp_path / "model" / "model.json").write_text(json.dumps(record))
+    (tmp_path / "model" / bundle.RECORD).write_text(json.dumps(record))
     command = evaluate_command(tmp_path, tmp_path, "--shards", str(tiny_shards / "shards"))
     with pytest.raises(SystemExit, match="records no preprocessing"):
         evaluate.main(command[4:])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -56,6 +57,8 @@ def test_training_exports_model_and_logs_curves(trained_tiny):
     assert live["train"]["learning_rate"] == pytest.approx(0.003)  # constant: TINY_TRAIN's rate
     assert (live["stopped_by"], live["cut_by_time"], live["steps"]) == ("steps", False, 12)
     assert "done at step 12" in log and "stopped by steps" in log
+    progress = r"train: 12/12 steps, [\d.]+ samples/s, about 0m 00s left; epoch \d, loss [\d.]+"
+    assert re.search(progress, log), log[-3000:]
 
 
 @pytest.fixture(scope="module")
