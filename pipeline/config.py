@@ -156,10 +156,10 @@ class ModelSettings:
 
 @dataclass(frozen=True)
 class TrainSettings:
-    batch_size: int = 32  # global: split across replicas (the paper: 56 = 28 per GPU on 2 GPUs)
+    batch_size: int = 8  # global: split across replicas (the paper: 56 = 28 per GPU on 2 GPUs)
     # The budget counts steps and epochs, so the same params give the same model on any machine.
     epochs: int = 30
-    max_steps: int = 600  # 0: no limit
+    max_steps: int = 2000  # 0: no limit
     max_minutes: float = 0.0  # an opt-in wall-clock cap (0: none); a run it cuts says so
     learning_rate: float = 0.002  # the peak, after any warm-up (the paper: 1e-4)
     lr_schedule: str = "constant"  # constant | cosine (decays to the nearest budget limit)

@@ -156,7 +156,9 @@ _SINGH = {
         # 32-px cell spans about four characters; 16-px cells let attention tell them apart.
         pools=4,
         embedding_dim=64,
-        decoder_units=256,
+        # 128, not 256: in make run's CPU budget the smaller decoder takes more steps in the
+        # same time and wins (README, Performance); set model.decoder_units for long runs
+        decoder_units=128,
         decoder_layers=2,
         attention_units=128,
         deep_output_units=256,
