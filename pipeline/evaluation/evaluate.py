@@ -23,11 +23,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline import cli, metrics
-from pipeline.config import EvaluateSettings, RenderSettings
+from pipeline.config import EvaluateSettings
 from pipeline.contracts import shard_paths
 from pipeline.evaluation import external, heatmaps, report, visual
 from pipeline.model import bundle
-from pipeline.model.bundle import Bundle
 from pipeline.model.decode import DecodeSettings, decode_split
 
 log = logging.getLogger("pipeline")
@@ -80,12 +79,10 @@ def score(gold: dict[str, str], predicted: dict[str, str]) -> tuple[dict, pa.Tab
     return summary, pa.table(rows, schema=PREDICTIONS_SCHEMA)
 
 
-def visual_scores(gold, predicted, gold_images, exported: Bundle) -> tuple[list[dict], dict]:
+def visual_scores(gold, predicted, gold_images, exported: bundle.Bundle) -> tuple[list[dict], dict]:
     """Render predictions with the model's own dpi and crop settings and compare images."""
-    render_settings = RenderSettings(dpi=exported.preprocessing.dpi)
-    return visual.visual_match(
-        gold, predicted, render_settings, exported.preprocessing.crop, gold_images
-    )
+    made = exported.preprocessing
+    return visual.visual_match(gold, predicted, made.render_settings(), made.crop, gold_images)
 
 
 VISUAL_COLUMNS = (
@@ -97,7 +94,7 @@ VISUAL_COLUMNS = (
 )
 
 
-def measure(gold, gold_images, predicted, exported: Bundle, with_visual: bool) -> Evaluation:
+def measure(gold, gold_images, predicted, exported: bundle.Bundle, with_visual: bool) -> Evaluation:
     """Text scores, plus visual scores as extra columns and a ``visual`` summary section."""
     summary, table = score(gold, predicted)
     images = {i: (gold_images.get(i), None) for i in gold}
@@ -114,7 +111,9 @@ def measure(gold, gold_images, predicted, exported: Bundle, with_visual: bool) -
     return Evaluation(summary, table, images)
 
 
-def evaluate_paths(exported: Bundle, paths: list[Path], settings: EvaluateSettings) -> Evaluation:
+def evaluate_paths(
+    exported: bundle.Bundle, paths: list[Path], settings: EvaluateSettings
+) -> Evaluation:
     """Decode and score one set of test shards with the headline search (and greedy beside it)."""
     gold, gold_images = read_gold(paths)
     max_len = settings.max_len or exported.max_len
@@ -123,15 +122,14 @@ def evaluate_paths(exported: Bundle, paths: list[Path], settings: EvaluateSettin
     )
     keep = report.spread(sorted(gold), settings.heatmaps)
     decoded = decode_split(exported, paths, search, keep)
-    with_visual = settings.visual
-    result = measure(gold, gold_images, decoded.predictions, exported, with_visual)
+    result = measure(gold, gold_images, decoded.predictions, exported, settings.visual)
     result.attended = decoded.attended
     result.summary |= {"decoding": search.name, "beam_width": search.beam_width}
     result.summary["length_penalty"] = search.length_penalty
     if settings.compare_greedy and search.beam_width > 1:
         greedy = DecodeSettings(max_len, 1, batch_size=settings.batch_size)
         plain = decode_split(exported, paths, greedy).predictions
-        baseline = measure(gold, gold_images, plain, exported, with_visual)
+        baseline = measure(gold, gold_images, plain, exported, settings.visual)
         result.summary["greedy"] = {k: baseline.summary[k] for k in TEXT_METRICS}
         if "visual" in baseline.summary:
             result.summary["greedy"]["visual"] = baseline.summary["visual"]
@@ -160,14 +158,14 @@ def write_report(result: Evaluation, report_dir: Path, curves_dir: Path | None, 
     )
 
 
-def scored_shards(args, exported: Bundle, work: Path) -> tuple[list[Path], dict | None]:
+def scored_shards(args, exported: bundle.Bundle, work: Path) -> tuple[list[Path], dict | None]:
     """The shards to score: the stage's split, or a user's formulas built into shards."""
     if args.formulas is None:
         return shard_paths(args.shards, args.split), None
     data = external.build_external_shards(
         args.formulas,
         exported.vocab,
-        RenderSettings(dpi=exported.preprocessing.dpi),
+        exported.preprocessing.render_settings(),
         exported.preprocessing.crop,
         exported.max_len - 2,
         work,

@@ -17,7 +17,7 @@ from typing import Any
 import tensorflow as tf
 
 from pipeline import config
-from pipeline.config import CropSettings, ModelSettings
+from pipeline.config import CropSettings, ModelSettings, RenderSettings
 from pipeline.contracts import Vocab
 from pipeline.model import networks
 
@@ -40,6 +40,10 @@ class Preprocessing:
 
     def as_dict(self) -> dict[str, Any]:
         return {"dpi": self.dpi, "crop": config.as_dict(self.crop)}
+
+    def render_settings(self) -> RenderSettings:
+        """Render settings that draw a formula as the training images were drawn."""
+        return RenderSettings(dpi=self.dpi)
 
 
 @dataclass(frozen=True)

@@ -46,8 +46,8 @@ class ImageError(ValueError):
 
 
 @dataclass(frozen=True)
-class Preprocessing:
-    """What the model was trained on: crop settings, padding multiple, fixed height (STRIPS).
+class ModelInput:
+    """How an image becomes a model input: crop settings, padding multiple, fixed height (STRIPS).
 
     ``precropped`` marks inputs that already are crop-stage output (e.g. a shard's ``png``
     column), which must not be cropped and downsampled a second time.
@@ -60,7 +60,7 @@ class Preprocessing:
     precropped: bool = False
 
     @classmethod
-    def of(cls, exported: bundle.Bundle, precropped: bool = False) -> Preprocessing:
+    def of(cls, exported: bundle.Bundle, precropped: bool = False) -> ModelInput:
         return cls(
             exported.preprocessing.crop,
             exported.pad_multiple,
@@ -86,7 +86,7 @@ class Prediction:
         return record
 
 
-def prepare_image(data: bytes, settings: Preprocessing) -> np.ndarray:
+def prepare_image(data: bytes, settings: ModelInput) -> np.ndarray:
     """Image file bytes -> float32 [H, W, 1] (1 = ink), padded, exactly as in training.
 
     Raises ``ImageError`` saying why when the model cannot take the image.
@@ -146,7 +146,7 @@ def _has_ink(image: Image.Image) -> bool:
     return bool((np.asarray(image) < crop.INK_THRESHOLD).any())
 
 
-def _check_size(height: int, width: int, settings: Preprocessing) -> None:
+def _check_size(height: int, width: int, settings: ModelInput) -> None:
     """Refuse sizes training never had: no bucket held them, or taller than the STRIPS canvas."""
     size = f"image is {height}x{width} (height x width) after cropping and downsampling"
     hint = f" (the model was trained on formulas rendered at {settings.dpi} dpi)"
@@ -193,7 +193,7 @@ def expand_inputs(paths: Sequence[Path]) -> Iterator[Path | Prediction]:
         yield from files
 
 
-def _read(path: Path, settings: Preprocessing) -> np.ndarray:
+def _read(path: Path, settings: ModelInput) -> np.ndarray:
     """A file that cannot be read fails like a bad image: reported, and the others go on."""
     try:
         data = path.read_bytes()
@@ -208,7 +208,7 @@ def predict_paths(
     paths: Sequence[Path],
     model: FormulaModel,
     vocab: Vocab,
-    preprocessing: Preprocessing,
+    preprocessing: ModelInput,
     decoding: DecodeSettings,
 ) -> list[Prediction]:
     """One Prediction per image (directories expanded), in input order.
@@ -355,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     model, vocab = exported.model, exported.vocab
     if args.beam_width > len(vocab):
         parser.error(f"--beam-width {args.beam_width} exceeds the vocabulary size {len(vocab)}")
-    preprocessing = Preprocessing.of(exported, precropped=args.cropped)
+    preprocessing = ModelInput.of(exported, precropped=args.cropped)
     decoding = DecodeSettings(
         max_len=args.max_len or exported.max_len,
         beam_width=args.beam_width,

@@ -39,8 +39,8 @@ def loaded(model_dir) -> bundle.Bundle:
 
 
 @pytest.fixture(scope="module")
-def settings(loaded) -> predict.Preprocessing:
-    return predict.Preprocessing.of(loaded)
+def settings(loaded) -> predict.ModelInput:
+    return predict.ModelInput.of(loaded)
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +95,7 @@ def test_shard_images_get_the_training_tensors_and_the_evaluate_tokens(
     data = dataset.make_dataset(
         paths, batch_size=1, pad_multiple=loaded.pad_multiple, with_ids=True
     )
-    cropped = predict.Preprocessing.of(loaded, precropped=True)
+    cropped = predict.ModelInput.of(loaded, precropped=True)
     max_len = loaded.max_len
     by_id = {row["id"]: row for row in test_rows}
     for images, _, ids in data:
@@ -301,7 +301,7 @@ def test_a_model_that_records_no_preprocessing_is_refused(model_dir, tmp_path):
 
 
 def test_strips_images_pad_to_the_fixed_height_and_refuse_taller_ones():
-    settings = predict.Preprocessing(CropSettings(pad=0, downsample=1), 4, fixed_height=16, dpi=100)
+    settings = predict.ModelInput(CropSettings(pad=0, downsample=1), 4, fixed_height=16, dpi=100)
     short, tall = np.full((20, 30), 255, np.uint8), np.full((40, 30), 255, np.uint8)
     short[2:9, 3:20] = 0
     tall[2:30, 3:20] = 0
