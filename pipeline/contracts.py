@@ -6,6 +6,7 @@ modules; keeping them in one place means a change to one cannot leave a reader b
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -133,17 +134,46 @@ def write_manifest(shards_dir: Path, entries: list[dict]) -> None:
     (Path(shards_dir) / MANIFEST).write_text(json.dumps({"shards": entries}, indent=2) + "\n")
 
 
+class ShardError(SystemExit):
+    """A shard a reader must not use: missing, or not the bytes the shards stage wrote."""
+
+
+SHARD_REMEDY = "rebuild it with `dvc repro shards`, or restore it with `dvc pull` / `dvc checkout`"
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def shard_paths(shards_dir: Path, split: str) -> list[Path]:
-    """The split's shard files in manifest order; fails naming the first one that is missing."""
+    """The split's shard files in manifest order, each checked against the manifest's sha256.
+
+    Every reader (training, evaluation, the benchmarks) gets its shards here, so a shard altered
+    or truncated after the shards stage wrote it is refused by name before any of it is used,
+    rather than trained on silently or failing deep inside TensorFlow.
+    """
     shards_dir = Path(shards_dir)
     manifest_path = shards_dir / MANIFEST
     if not manifest_path.is_file():
-        raise FileNotFoundError(f"no shard manifest at {manifest_path}: run the shards stage")
+        raise ShardError(f"no shard manifest at {manifest_path}: run the shards stage")
     entries = json.loads(manifest_path.read_text())["shards"]
-    paths = [shards_dir / e["path"] for e in entries if e["split"] == split]
-    for path in paths:
+    paths = []
+    for entry in (e for e in entries if e["split"] == split):
+        path = shards_dir / entry["path"]
         if not path.is_file():
-            raise FileNotFoundError(f"shard {path} is listed in {manifest_path} but missing")
+            raise ShardError(
+                f"shard {path} is listed in {manifest_path} but missing: {SHARD_REMEDY}"
+            )
+        if sha256_file(path) != entry["sha256"]:
+            raise ShardError(
+                f"shard {path} is not the file {manifest_path} records (its sha256 differs: "
+                f"altered or truncated): {SHARD_REMEDY}"
+            )
+        paths.append(path)
     return paths
 
 

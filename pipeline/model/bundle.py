@@ -18,7 +18,7 @@ import tensorflow as tf
 
 from pipeline import config
 from pipeline.config import CropSettings, ModelSettings, RenderSettings
-from pipeline.contracts import Vocab
+from pipeline.contracts import Vocab, sha256_file
 from pipeline.model import networks
 
 WEIGHTS = "model.weights.h5"
@@ -29,6 +29,9 @@ FILES = (RECORD, VOCAB, WEIGHTS)
 
 class BundleError(SystemExit):
     """A folder that is not a usable exported model; the message says what is wrong."""
+
+
+REMEDY = "train it again (`dvc repro train`) or restore it (`dvc pull` / `dvc checkout`)"
 
 
 @dataclass(frozen=True)
@@ -81,12 +84,14 @@ def export(
         "model": config.as_dict(settings),
         "preprocessing": preprocessing.as_dict(),
         "max_len": max_len,
+        "sha256": {name: sha256_file(folder / name) for name in (VOCAB, WEIGHTS)},
     } | extra
     (folder / RECORD).write_text(json.dumps(record, indent=2) + "\n")
 
 
-def load(folder: Path) -> Bundle:
-    """The exported model with its vocabulary and settings, or a BundleError saying why not."""
+def read_record(folder: Path) -> dict[str, Any]:
+    """What the bundle records (settings, step, epoch, validation score), without the model;
+    the files it records are checked against their sha256 first."""
     folder = Path(folder)
     if not folder.is_dir():
         raise BundleError(f"model folder {folder} not found (train one, or pass --model DIR)")
@@ -95,10 +100,27 @@ def load(folder: Path) -> Bundle:
         raise BundleError(
             f"model folder {folder} lacks {', '.join(missing)}: not an exported model"
         )
-    record = json.loads((folder / RECORD).read_text())
+    try:
+        record = json.loads((folder / RECORD).read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise BundleError(f"{folder / RECORD} is not valid JSON ({error}): {REMEDY}") from None
+    for key in ("sha256", "preprocessing"):
+        if not isinstance(record, dict) or key not in record:
+            raise BundleError(f"{folder / RECORD} records no {key} (an older export): {REMEDY}")
+    for name, digest in record["sha256"].items():
+        if sha256_file(folder / name) != digest:
+            raise BundleError(
+                f"{folder / name} is not the file {RECORD} records (its sha256 differs: "
+                f"modified or truncated): {REMEDY}"
+            )
+    return record
+
+
+def load(folder: Path) -> Bundle:
+    """The exported model with its vocabulary and settings, or a BundleError saying why not."""
+    folder = Path(folder)
+    record = read_record(folder)
     source = str(folder / RECORD)
-    if "preprocessing" not in record:
-        raise BundleError(f"{source} records no preprocessing (an older export): train it again")
     settings = config.section("model", record["model"], source)
     raw = record["preprocessing"]
     preprocessing = Preprocessing(int(raw["dpi"]), config.section("crop", raw["crop"], source))

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.contracts import MANIFEST
+from pipeline.contracts import MANIFEST, SHARD_SCHEMA, shard_paths
 from pipeline.evaluation import evaluate
 from pipeline.model import bundle
-from tests.conftest import run
+from tests.conftest import run, tool_env
 
 
 def test_rows_without_a_prediction_count_as_empty_predictions():
@@ -123,4 +124,22 @@ def test_a_model_that_records_no_preprocessing_is_refused_before_decoding(
     command = evaluate_command(tmp_path, tmp_path, "--shards", str(tiny_shards / "shards"))
     with pytest.raises(SystemExit, match="records no preprocessing"):
         evaluate.main(command[4:])
+    assert not (tmp_path / "metrics.json").exists()
+
+
+def test_an_altered_test_shard_is_refused_by_name_without_a_traceback(
+    tiny_shards, trained_tiny, tmp_path
+):
+    work, _ = trained_tiny
+    shards = tmp_path / "shards"
+    shutil.copytree(tiny_shards / "shards", shards)
+    [test_shard] = shard_paths(shards, "test")
+    rows = pq.read_table(test_shard).to_pylist()
+    rows[0]["formula"] = "x"  # still valid Parquet, another gold formula
+    pq.write_table(pa.Table.from_pylist(rows, schema=SHARD_SCHEMA), test_shard)
+    command = evaluate_command(work, tmp_path, "--shards", str(shards))
+    proc = subprocess.run(command, cwd=tmp_path, env=tool_env(), capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert f"shard {test_shard} is not the file" in proc.stderr
+    assert "dvc repro shards" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "metrics.json").exists()

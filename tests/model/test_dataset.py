@@ -9,7 +9,14 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from pipeline.contracts import MANIFEST, SHARD_SCHEMA, shard_paths, write_manifest
+from pipeline.contracts import (
+    MANIFEST,
+    SHARD_SCHEMA,
+    ShardError,
+    sha256_file,
+    shard_paths,
+    write_manifest,
+)
 from pipeline.model import dataset
 
 # (height, width) ranges per bucket: three buckets of clearly different sizes
@@ -60,7 +67,8 @@ def shards(tmp_path_factory):
     manifest = []
     for name, split, part in layout:
         pq.write_table(pa.Table.from_pylist(part, schema=SHARD_SCHEMA), root / name)
-        manifest.append({"path": name, "split": split, "rows": len(part), "sha256": ""})
+        digest = sha256_file(root / name)
+        manifest.append({"path": name, "split": split, "rows": len(part), "sha256": digest})
     write_manifest(root, manifest)
     return root, {r["id"]: r for r in rows[:21]}
 
@@ -87,10 +95,28 @@ def test_missing_shard_is_named(shards, tmp_path):
     root, _ = shards
     for name in (MANIFEST, "train-0000.parquet"):
         (tmp_path / name).write_bytes((root / name).read_bytes())
-    with pytest.raises(FileNotFoundError, match="train-0001.parquet"):
+    with pytest.raises(ShardError, match="train-0001.parquet is listed .* but missing: rebuild"):
         shard_paths(tmp_path, "train")
-    with pytest.raises(FileNotFoundError, match="manifest"):
+    with pytest.raises(ShardError, match="manifest"):
         shard_paths(tmp_path / "nowhere", "train")
+
+
+def test_an_altered_or_truncated_shard_is_refused_by_name(shards, tmp_path):
+    """Still valid Parquet, other tokens: trained on silently unless the checksum is read."""
+    root, _ = shards
+    for name in (MANIFEST, "train-0000.parquet", "train-0001.parquet"):
+        (tmp_path / name).write_bytes((root / name).read_bytes())
+    table = pq.read_table(tmp_path / "train-0001.parquet").to_pylist()
+    table[0]["tokens"] = [5, 5, 5]
+    pq.write_table(
+        pa.Table.from_pylist(table, schema=SHARD_SCHEMA), tmp_path / "train-0001.parquet"
+    )
+    with pytest.raises(ShardError, match=r"train-0001.parquet is not the file .* `dvc repro"):
+        shard_paths(tmp_path, "train")
+    data = (root / "train-0000.parquet").read_bytes()
+    (tmp_path / "train-0000.parquet").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ShardError, match=r"train-0000.parquet is not the file .*truncated"):
+        shard_paths(tmp_path, "train")
 
 
 def test_batches_keep_the_contract(shards):

@@ -290,6 +290,33 @@ def test_the_model_records_the_preprocessing_of_its_training_images(loaded, sett
     assert settings.crop == config.section("crop", TINY_PREPROCESSING["crop"])
 
 
+@pytest.mark.parametrize("damage", ["truncated weights", "altered vocabulary"])
+def test_a_damaged_model_is_refused_by_name_without_a_traceback(
+    raw_page, model_dir, tmp_path, damage
+):
+    broken = tmp_path / "model"
+    shutil.copytree(model_dir, broken)
+    if damage == "truncated weights":
+        name, data = bundle.WEIGHTS, (broken / bundle.WEIGHTS).read_bytes()
+        (broken / name).write_bytes(data[: len(data) // 2])
+    else:
+        name = bundle.VOCAB
+        (broken / name).write_text((broken / name).read_text().replace('"x"', '"y"', 1) + " ")
+    image = tmp_path / "x.png"
+    image.write_bytes(raw_page[1])
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipeline", "predict", "--model", str(broken), str(image)],
+        cwd=ROOT,
+        env=tool_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert f"{broken / name} is not the file model.json records" in proc.stderr
+    assert "dvc repro train" in proc.stderr and "Traceback" not in proc.stderr
+
+
 def test_a_model_that_records_no_preprocessing_is_refused(model_dir, tmp_path):
     old = tmp_path / "old"
     shutil.copytree(model_dir, old)
