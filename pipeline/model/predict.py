@@ -14,6 +14,8 @@ import argparse
 import io
 import json
 import logging
+import os
+import stat
 import sys
 import warnings
 from collections.abc import Iterator, Sequence
@@ -39,6 +41,8 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 FORMATS = ("PNG", "JPEG")
 SIGNATURES = {b"\x89PNG\r\n\x1a\n": "PNG", b"\xff\xd8\xff": "JPEG"}  # file magic numbers
 WINDOW_BATCHES = 8  # images held in memory at once: this many batches' worth
+MAX_FILE_BYTES = 64 * 2**20  # far above any formula image; larger files are refused unread
+_LIMIT = f"{MAX_FILE_BYTES // 2**20} MiB"
 
 
 class ImageError(ValueError):
@@ -185,8 +189,10 @@ def expand_inputs(paths: Sequence[Path]) -> Iterator[Path | Prediction]:
         if not path.is_dir():
             yield path
             continue
+        # Every image-named entry but a folder, so one that is not a regular file is reported
+        # (by _read), not silently skipped.
         files = sorted(
-            p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+            p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.is_dir()
         )
         if not files:
             yield Prediction(str(path), error="directory has no .png, .jpg or .jpeg files")
@@ -194,14 +200,32 @@ def expand_inputs(paths: Sequence[Path]) -> Iterator[Path | Prediction]:
 
 
 def _read(path: Path, settings: ModelInput) -> np.ndarray:
-    """A file that cannot be read fails like a bad image: reported, and the others go on."""
+    """A file that cannot be read fails like a bad image: reported, and the others go on.
+
+    Only regular files are read, and only up to ``MAX_FILE_BYTES``: a FIFO would block forever,
+    ``/dev/zero`` never ends, and a huge file would be read whole before being refused. The file
+    is opened without blocking and checked through its own descriptor, so what is checked is
+    what is read.
+    """
     try:
-        data = path.read_bytes()
+        with open(path, "rb", opener=_open_nonblocking) as handle:
+            info = os.fstat(handle.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                raise ImageError("not a regular file (a FIFO, device or socket is never read)")
+            if info.st_size > MAX_FILE_BYTES:
+                raise ImageError(f"file is {info.st_size} bytes, over the {_LIMIT} limit")
+            data = handle.read(MAX_FILE_BYTES + 1)
     except FileNotFoundError:
         raise ImageError("no such file") from None
     except OSError as exc:
         raise ImageError(f"cannot read file ({exc.strerror or exc})") from None
+    if len(data) > MAX_FILE_BYTES:  # it grew after the check
+        raise ImageError(f"file is over the {_LIMIT} limit")
     return prepare_image(data, settings)
+
+
+def _open_nonblocking(path: str, flags: int) -> int:
+    return os.open(path, flags | os.O_NONBLOCK)
 
 
 def predict_paths(

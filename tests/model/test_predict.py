@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -349,3 +350,32 @@ def test_size_limits_name_every_bucket_when_none_holds_the_others():
     assert predict._limits(nested) == "at most 64x256"
     crossed = crop.ordered_buckets([(16, 1024), (128, 256)])
     assert predict._limits(crossed) == "only sizes within one of 16x1024, 128x256"
+
+
+def test_only_regular_files_are_read_and_their_size_is_checked_first(
+    raw_page, settings, loaded, tmp_path
+):
+    """A FIFO would block forever, /dev/zero never ends, a 1 GiB file would be read whole."""
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    huge = tmp_path / "huge.png"
+    with open(huge, "wb") as handle:
+        handle.truncate(2**30)  # sparse: takes no disk space
+    good = tmp_path / "good.png"
+    good.write_bytes(raw_page[1])
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    shutil.copy(good, folder / "a.png")
+    os.mkfifo(folder / "b.png")
+    inputs = [fifo, Path("/dev/zero"), huge, good, folder]
+    results = predict.predict_paths(inputs, loaded.model, loaded.vocab, settings, decoding(loaded))
+    by_path = {r.path: r for r in results}
+    assert [r.path for r in results] == [str(p) for p in inputs[:4]] + [
+        str(folder / "a.png"),
+        str(folder / "b.png"),
+    ]
+    for path in (fifo, "/dev/zero", folder / "b.png"):
+        assert by_path[str(path)].error.startswith("not a regular file"), path
+    assert by_path[str(huge)].error == "file is 1073741824 bytes, over the 64 MiB limit"
+    assert by_path[str(good)].error is None and by_path[str(folder / "a.png")].error is None
+    assert by_path[str(good)].latex == by_path[str(folder / "a.png")].latex
