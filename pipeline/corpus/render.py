@@ -247,8 +247,8 @@ def render_formulas(
     safe: list[tuple[str, str]] = []
     for item_id, formula in items:
         reason = texsafe.check_formula(formula)
-        if reason is None:
-            safe.append((item_id, formula))
+        if reason is None:  # render what was checked: a stray "\n" would shift TeX's lines
+            safe.append((item_id, texsafe.normalize(formula)))
         else:
             results.append(_failed(item_id, "unsafe", reason))
     if progress is not None:

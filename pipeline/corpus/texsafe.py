@@ -38,6 +38,8 @@ import re
 from bisect import bisect_left
 from itertools import compress
 
+from pipeline.contracts import normalize_formula
+
 DEFAULT_MAX_CHARS = 4000
 
 
@@ -447,9 +449,8 @@ def tokenize(formula: str) -> list[str]:
     return formula.split()
 
 
-def normalize(formula: str) -> str:
-    """Return the single-spaced form of ``formula``: what was checked, so what to render."""
-    return " ".join(tokenize(formula))
+# The single-spaced form of a formula: what was checked, so what to render.
+normalize = normalize_formula
 
 
 class _Formula:

@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from pipeline.config import RenderSettings
 from pipeline.corpus import render, texrun
 from pipeline.corpus.step0 import formula_id
 
@@ -205,3 +206,14 @@ def test_a_trailing_control_space_does_not_fuse_with_the_wrapper(tmp_path):
     formulas = [r"a = b \ ", r"x \ ", "c"]
     results = render.BatchRenderer(SETTINGS, tmp_path).render(items([f.strip() for f in formulas]))
     assert [r.status for r in results] == ["ok", "ok", "ok"]
+
+
+def test_line_breaks_around_a_formula_never_move_errors_onto_its_neighbours():
+    """The batch document puts formula i on line i: an embedded line end would shift them."""
+    bad = "\\hspace { 1 c m } x\r\n"  # passes texsafe, fails in TeX (illegal unit)
+    items = [("ok1", "x + 1\n"), ("bad", bad), ("ok2", "\r\ny\r"), ("ok3", "z")]
+    results = {r.id: r for r in render.render_formulas(items, RenderSettings(dpi=100))}
+    assert [results[i].status for i in ("ok1", "ok2", "ok3")] == ["ok", "ok", "ok"]
+    assert results["bad"].reason == "tex_error"
+    alone = render.render_formulas([("y", "y")], RenderSettings(dpi=100))[0]
+    assert results["ok2"].png == alone.png
