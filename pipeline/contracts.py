@@ -83,6 +83,9 @@ class Vocab:
 
 # --- tables between stages ----------------------------------------------------------------
 FORMULAS_SCHEMA = pa.schema([("id", pa.string()), ("formula", pa.string()), ("split", pa.string())])
+REJECTED_LINES_SCHEMA = pa.schema(  # step0: input lines that cannot be formulas
+    [("list", pa.string()), ("line", pa.int64()), ("reason", pa.string()), ("detail", pa.string())]
+)
 RENDERED_SCHEMA = pa.schema(
     [
         ("id", pa.string()),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,7 @@ import pyarrow.parquet as pq
 
 from pipeline import cli
 from pipeline.config import SplitRatios
-from pipeline.contracts import FORMULAS_SCHEMA, SPLITS, normalize_formula
+from pipeline.contracts import FORMULAS_SCHEMA, REJECTED_LINES_SCHEMA, SPLITS, normalize_formula
 
 READS = ("step0",)  # the params this stage reads (dvc.yaml lists the same)
 # Accepted names of explicit split lists inside an input directory, per split.
@@ -40,14 +41,46 @@ SPLIT_PRIORITY = ("test", "validation", "train")
 
 @dataclass
 class Step0Report:
-    """Counts in and out, so nothing step0 drops goes unrecorded."""
+    """Counts in and out, so nothing step0 drops goes unrecorded: every line is blank, a
+    duplicate, rejected (its line and reason in ``rejections``) or a formula."""
 
     lines: int = 0
     blank: int = 0
     duplicates: int = 0
     cross_split_duplicates: int = 0
+    rejected: int = 0
+    rejected_by_reason: dict[str, int] = field(default_factory=dict)
     formulas: int = 0
     by_split: dict[str, int] = field(default_factory=dict)
+    rejections: list[dict] = field(default_factory=list)
+
+    def counts(self) -> dict:
+        """The report without the rejected lines themselves (those go to a table)."""
+        return {k: v for k, v in self.__dict__.items() if k != "rejections"}
+
+    def check(self) -> None:
+        out = self.blank + self.duplicates + self.rejected + self.formulas
+        if out != self.lines:
+            raise RuntimeError(f"step0 accounting broken: {self.lines} lines in, {out} out")
+
+
+# Formulas are tokens of printable ASCII separated by spaces (tabs count as spaces); anything
+# else is refused with its line, never folded into a space or split into two formulas.
+_NOT_FORMULA_TEXT = re.compile(r"[^\t -~]")
+_ESCAPED_BYTES = range(0xDC80, 0xDD00)  # how surrogateescape keeps bytes that are not UTF-8
+
+
+def line_problem(line: str) -> tuple[str, str] | None:
+    """(reason, detail) when a line cannot be a formula, else None."""
+    bad = _NOT_FORMULA_TEXT.search(line)
+    if bad is None:
+        return None
+    code, column = ord(bad.group()), bad.start() + 1
+    if code in _ESCAPED_BYTES:
+        return "not_utf8", f"byte 0x{code - 0xDC00:02x} at column {column} is not UTF-8 text"
+    if code < 0x20 or code == 0x7F:
+        return "control_character", f"control character \\x{code:02x} at column {column}"
+    return "non_ascii", f"non-ASCII character U+{code:04X} at column {column}"
 
 
 def formula_id(formula: str) -> str:
@@ -67,12 +100,14 @@ def hash_split(formula_id_: str, ratios: SplitRatios) -> str:
 
 
 def read_lines(path: Path) -> list[str]:
-    data = path.read_bytes()
-    try:
-        return data.decode("utf-8").splitlines()
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise SystemExit(f"step0: {path} line {line} is not UTF-8 text ({exc.reason})") from exc
+    """The file's lines, ended by ``\n`` (or ``\r\n``) only: ``str.splitlines`` would also
+    break at U+2028, form feeds and the like, turning one line into two formulas. Bytes that
+    are not UTF-8 are kept (as surrogate escapes) so that their line is rejected by number
+    rather than the whole file."""
+    lines = path.read_bytes().split(b"\n")
+    if lines[-1] == b"":
+        lines.pop()
+    return [line.removesuffix(b"\r").decode("utf-8", "surrogateescape") for line in lines]
 
 
 def locate_inputs(path: Path) -> dict[str, Path] | Path:
@@ -98,8 +133,12 @@ def build_table(
     chosen: dict[str, tuple[str, str]] = {}
     labelled = _labelled(lists)
     for split in SPLIT_PRIORITY if isinstance(lists, dict) else (None,):
-        for line, label in labelled[split]:
+        for number, (line, label) in enumerate(labelled[split], start=1):
             report.lines += 1
+            problem = line_problem(line)
+            if problem is not None:
+                _reject(report, label, number, *problem)
+                continue
             formula = normalize_formula(line)
             if not formula:
                 report.blank += 1
@@ -123,7 +162,16 @@ def build_table(
     )
     report.formulas = table.num_rows
     report.by_split = dict(sorted(Counter(s for _, (_, s) in rows).items()))
+    report.rejected_by_reason = dict(
+        sorted(Counter(r["reason"] for r in report.rejections).items())
+    )
+    report.check()
     return table, report
+
+
+def _reject(report: Step0Report, label: str | None, number: int, reason: str, detail: str) -> None:
+    report.rejected += 1
+    report.rejections.append({"list": label, "line": number, "reason": reason, "detail": detail})
 
 
 def _labelled(
@@ -145,21 +193,36 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipeline step0", description=__doc__)
     cli.add_params_args(parser)
     parser.add_argument("--out", type=Path, required=True, help="Parquet table to write")
+    parser.add_argument("--rejected", type=Path, required=True, help="Parquet: rejected lines")
     parser.add_argument("--report", type=Path, help="JSON file for the counts")
     args = parser.parse_args(argv)
     settings = cli.read_params(args, READS).step0
     table, report = run(Path(settings.input), settings.split)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, args.out)
+    pq.write_table(
+        pa.Table.from_pylist(report.rejections, schema=REJECTED_LINES_SCHEMA), args.rejected
+    )
     if args.report:
-        args.report.write_text(json.dumps(report.__dict__, indent=2) + "\n")
-    cli.setup_logging().info(
-        "step0: %d lines in, %d blank, %d duplicates (%d across splits), %d formulas out %s",
+        args.report.write_text(json.dumps(report.counts(), indent=2) + "\n")
+    log = cli.setup_logging()
+    log.info(
+        "step0: %d lines in, %d blank, %d duplicates (%d across splits), %d rejected %s, "
+        "%d formulas out %s",
         report.lines,
         report.blank,
         report.duplicates,
         report.cross_split_duplicates,
+        report.rejected,
+        report.rejected_by_reason,
         report.formulas,
         report.by_split,
     )
+    for row in report.rejections[:20]:
+        log.info(
+            "step0: rejected line %d of %s list: %s",
+            row["line"],
+            row["list"] or "the",
+            row["detail"],
+        )
     return 0

@@ -65,9 +65,10 @@ def build_external_shards(
     chunk = work / "crop.parquet"
     pq.write_table(cropped, chunk)
     settings = ShardSettings(max_tokens=max_tokens)
-    ledger, manifest, rejected = shards.build_shards(
+    ledger, manifest, unscored = shards.build_shards(
         table, [chunk], vocab, settings, work / "shards"
     )
+    rejected = [_line_rejection(row) for row in report.rejections] + unscored
     log.info(
         "evaluate: %s: %d lines, %d blank, %d duplicates, %d formulas, %d to score, %d rejected",
         formulas_file,
@@ -82,3 +83,14 @@ def build_external_shards(
         log.info("evaluate: rejected %s (%s): %s", row["id"], row["reason"], row["detail"])
     paths = [work / "shards" / m["path"] for m in manifest if m["split"] == "test"]
     return ExternalData(paths, report.lines, report.blank, report.duplicates, rejected)
+
+
+def _line_rejection(row: dict) -> dict:
+    """A line step0 refused, as a row of the rejected list (it never got a formula id)."""
+    return {
+        "id": f"line {row['line']}",
+        "split": "test",
+        "kind": "rejected",
+        "reason": row["reason"],
+        "detail": row["detail"],
+    }

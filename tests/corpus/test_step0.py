@@ -67,21 +67,53 @@ def test_directory_without_a_split_list_is_a_clear_error(tmp_path):
         step0.run(tmp_path, RATIOS)
 
 
-def test_cli_writes_table_and_report(tmp_path, sample_formulas):
+def test_cli_writes_table_rejected_lines_and_report(tmp_path, sample_formulas):
     source = tmp_path / "f.txt"
-    source.write_text("\n".join(sample_formulas) + "\n")
+    source.write_bytes(("\n".join(sample_formulas) + "\nx\u00a0+ 1\n").encode())
     settings = {"step0": {"input": str(source), "split": asdict(RATIOS)}}
-    out, report = tmp_path / "o.parquet", tmp_path / "r.json"
-    assert (
-        step0.main(["--settings", json.dumps(settings), "--out", str(out), "--report", str(report)])
-        == 0
-    )
+    out, rejected, report = tmp_path / "o.parquet", tmp_path / "x.parquet", tmp_path / "r.json"
+    args = ["--settings", json.dumps(settings), "--out", str(out), "--rejected", str(rejected)]
+    assert step0.main(args + ["--report", str(report)]) == 0
     assert pq.read_table(out).column_names == ["id", "formula", "split"]
-    assert json.loads(report.read_text())["formulas"] == len(sample_formulas)
+    counts = json.loads(report.read_text())
+    assert counts["formulas"] == len(sample_formulas)
+    assert (counts["rejected"], counts["rejected_by_reason"]) == (1, {"non_ascii": 1})
+    [row] = pq.read_table(rejected).to_pylist()
+    assert row == {
+        "list": None,
+        "line": len(sample_formulas) + 1,
+        "reason": "non_ascii",
+        "detail": "non-ASCII character U+00A0 at column 2",
+    }
 
 
-def test_non_utf8_input_names_the_line(tmp_path):
+def test_only_line_feeds_end_lines_and_other_characters_are_rejected_with_their_line(tmp_path):
+    """U+2028, form feed, U+0085 and U+001C would split one line in two under splitlines(),
+    and a non-breaking space would silently become a space; bad UTF-8 ends no more than its
+    own line."""
+    lines = [
+        b"a + b",
+        "c \u2028 d".encode(),
+        b"e \x0c f",
+        "g \u0085 h".encode(),
+        b"i \x1c j",
+        "k\u00a0l".encode(),
+        b"m \xff n",
+        b"o + p\r",
+        b"",
+    ]
     source = tmp_path / "f.txt"
-    source.write_bytes(b"a + b\nc \xff d\n")
-    with pytest.raises(SystemExit, match="line 2 is not UTF-8"):
-        step0.run(source, RATIOS)
+    source.write_bytes(b"\n".join(lines))
+    table, report = step0.run(source, RATIOS)
+    assert sorted(table["formula"].to_pylist()) == ["a + b", "o + p"]
+    assert report.lines == 8 and report.blank == 0 and report.rejected == 6
+    reasons = {row["line"]: row["reason"] for row in report.rejections}
+    assert reasons == {
+        2: "non_ascii",
+        3: "control_character",
+        4: "non_ascii",
+        5: "control_character",
+        6: "non_ascii",
+        7: "not_utf8",
+    }
+    assert report.rejections[-1]["detail"] == "byte 0xff at column 3 is not UTF-8 text"

@@ -19,6 +19,7 @@ rule step0:
         config["step0"]["input"],
     output:
         formulas="data/step0/formulas.parquet",
+        rejected="data/step0/rejected.parquet",
         report="reports/step0.json",
     params:
         settings=settings("step0"),
@@ -28,4 +29,5 @@ rule step0:
         "logs/step0.log",
     shell:
         "python -m pipeline step0 --settings {params.settings:q}"
-        " --out {output.formulas} --report {output.report} 2>&1 | tee {log}"
+        " --out {output.formulas} --rejected {output.rejected} --report {output.report}"
+        " 2>&1 | tee {log}"
