@@ -3,7 +3,8 @@
 
 rule vocab:
     input:
-        "data/step0/formulas.parquet",
+        formulas="data/step0/formulas.parquet",
+        crop=expand("data/crop/chunk-{chunk}.parquet", chunk=CHUNKS),
     output:
         vocab="data/vocab/vocab.json",
         report="reports/vocab.json",
@@ -14,8 +15,8 @@ rule vocab:
     log:
         "logs/vocab.log",
     shell:
-        "python -m pipeline vocab --settings {params.settings:q} --formulas {input}"
-        " --out {output.vocab} --report {output.report} 2>&1 | tee {log}"
+        "python -m pipeline vocab --settings {params.settings:q} --formulas {input.formulas}"
+        " --crop {input.crop} --out {output.vocab} --report {output.report} 2>&1 | tee {log}"
 
 
 rule shards:
