@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import argparse
 import io
+import os
 import re
+import shutil
 import struct
 import tempfile
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -237,6 +240,35 @@ def _batches(items: Sequence[tuple[str, str]], size: int) -> Iterator[Sequence[t
         yield items[start : start + size]
 
 
+SCRATCH_PREFIX = "render-"
+
+
+@contextmanager
+def scratch_folder() -> Iterator[Path]:
+    """A scratch folder named by this process's id, removed afterwards.
+
+    A render killed with ``kill -9`` cannot remove its own, so folders whose process is gone are
+    removed first: an interrupted run leaves nothing behind once the next one starts.
+    """
+    root = Path(tempfile.gettempdir())
+    for folder in root.glob(f"{SCRATCH_PREFIX}*-*"):
+        owner = folder.name.removeprefix(SCRATCH_PREFIX).split("-", 1)[0]
+        if owner.isdigit() and not _alive(int(owner)):
+            shutil.rmtree(folder, ignore_errors=True)
+    with tempfile.TemporaryDirectory(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-") as folder:
+        yield Path(folder)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
 def render_formulas(
     items: Sequence[tuple[str, str]],
     settings: RenderSettings,
@@ -253,7 +285,7 @@ def render_formulas(
             results.append(_failed(item_id, "unsafe", reason))
     if progress is not None:
         progress.advance(len(results))  # refused before TeX
-    with tempfile.TemporaryDirectory(prefix="render-") as scratch:
+    with scratch_folder() as scratch:
         renderer = BatchRenderer(settings, Path(scratch))
         for batch in _batches(safe, settings.batch_size):
             results += renderer.render(batch)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
+import tempfile
 
 import pyarrow.parquet as pq
 import pytest
@@ -217,3 +219,18 @@ def test_line_breaks_around_a_formula_never_move_errors_onto_its_neighbours():
     assert results["bad"].reason == "tex_error"
     alone = render.render_formulas([("y", "y")], RenderSettings(dpi=100))[0]
     assert results["ok2"].png == alone.png
+
+
+def test_scratch_left_by_a_killed_render_is_removed_by_the_next(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # a process id that no longer runs: the render that was killed
+    stale = tmp_path / f"render-{gone.pid}-abc"
+    stale.mkdir()
+    (stale / "batch.tex").write_text("left behind")
+    live = tmp_path / f"render-{os.getppid()}-def"  # a process that still runs keeps its own
+    live.mkdir()
+    results = render.render_formulas([("x", "x")], RenderSettings(dpi=100))
+    assert results[0].status == "ok"
+    assert not stale.exists() and live.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [live.name]  # its own scratch is gone
