@@ -9,7 +9,6 @@ JSON that lacks something it reads stops rather than falling back to a default.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import time
@@ -31,8 +30,8 @@ def read_params(args: argparse.Namespace, reads: tuple[str, ...]) -> config.Para
     """The stage's settings; ``reads`` lists the sections or ``section.key``s it uses."""
     if args.settings is None:
         return config.load(args.params)
-    params = config.from_json(args.settings)
-    raw = json.loads(args.settings)
+    raw = config.json_mapping(args.settings)
+    params = config.parse(raw, "--settings")  # checks the sections, so each is a mapping
     given = set(raw) | {f"{name}.{key}" for name, body in raw.items() for key in body}
     missing = [name for name in reads if name not in given]
     if missing:

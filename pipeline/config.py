@@ -267,8 +267,7 @@ def parse(raw: Any, source: str = "params") -> Params:
 
 def section(name: str, raw: Any, source: str = "params") -> Any:
     """One section's settings from its mapping (e.g. a model's recorded ``crop`` settings)."""
-    kind = {f.name: f for f in fields(Params)}.get(name)
-    if kind is None:
+    if name not in {f.name for f in fields(Params)}:
         raise ConfigError(f"{source}: no section '{name}'; sections: {_names(Params)}")
     return _build(_field_type(Params, name), raw, source, name)
 
@@ -284,12 +283,15 @@ def load(path: Path) -> Params:
     return parse(raw or {}, str(path))
 
 
-def from_json(text: str, source: str = "--settings") -> Params:
+def json_mapping(text: str, source: str = "--settings") -> dict[str, Any]:
+    """Settings passed as JSON, before ``parse`` checks them; bad JSON is named as such."""
     try:
         raw = json.loads(text)
     except json.JSONDecodeError as error:
         raise ConfigError(f"{source}: not valid JSON ({error})") from None
-    return parse(raw, source)
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source} must be a mapping of params sections, got {raw!r}")
+    return raw
 
 
 def as_dict(settings: Any) -> dict[str, Any]:

@@ -137,7 +137,7 @@ def rule_settings(stage: str) -> str:
 def test_a_stage_run_by_hand_reads_what_its_rule_passes():
     """train --params params.yaml and the train rule's --settings give the same settings, and
     the preprocessing the model records (render.dpi, crop) comes from the params either way."""
-    by_rule = config.from_json(rule_settings("train"))
+    by_rule = config.parse(config.json_mapping(rule_settings("train")))
     by_hand = config.load(Path(ROOT / "params.yaml"))
     for name in ("model", "train", "crop"):
         assert getattr(by_rule, name) == getattr(by_hand, name)
