@@ -24,6 +24,7 @@ lint: deps
 
 bench: deps
 	$(BIN)/python benchmarks/render_throughput.py
+	$(BIN)/python benchmarks/box_depth.py
 	$(BIN)/python benchmarks/prepare_scale.py
 	$(BIN)/python benchmarks/decode_speed.py
 	$(BIN)/python benchmarks/determinism.py

@@ -6,7 +6,8 @@ spoil its batch. Each formula sits on its own line and page, followed by a marke
 group level, so an error is pinned on its formula by line number and the marker shows whether
 that formula left TeX in a state that could change the pages after it (see ``settle``). Formulas
 after such a leak are compiled again without it; an error we cannot pin on a line (or a
-timeout) splits the batch in two.
+timeout) splits the batch in two. dvipng, which stops a whole run at a page it cannot draw, is
+run again after such a page (see ``resume_rasterizing``).
 """
 
 from __future__ import annotations
@@ -204,31 +205,76 @@ class BatchRenderer:
     def _rasterize(
         self, items: list[tuple[str, str]], pages: dict[int, tuple[int, int]]
     ) -> list[Rendered]:
-        if not pages:
-            return []
-        last = max(end for _, end in pages.values()) - 1
-        run = texrun.run_dvipng(
-            self.scratch / "batch.dvi", self.settings.dpi, self.settings.timeout_s, last
-        )
+        single = sorted(start for start, end in pages.values() if end - start == 1)
+        failures = self._rasterize_pages(single)
         return [
-            self._page_result(items[i][0], start, end, run) for i, (start, end) in pages.items()
+            self._page_result(items[i][0], start, end, failures)
+            for i, (start, end) in pages.items()
         ]
 
-    def _page_result(self, item_id: str, start: int, end: int, run: texrun.ToolResult) -> Rendered:
+    def _rasterize_pages(self, wanted: list[int]) -> dict[int, str]:
+        """Rasterize the wanted pages with as few dvipng runs as isolation allows.
+
+        dvipng gives up a whole run at a page it cannot draw (a box nesting past its DVI stack,
+        say); ``resume_rasterizing`` pins that on the page and says where the next run starts.
+        Returns why each pinned page failed.
+        """
+        failures: dict[int, str] = {}
+        first = wanted[0] if wanted else None
+        while first is not None:
+            run = texrun.run_dvipng(
+                self.scratch / "batch.dvi",
+                self.settings.dpi,
+                self.settings.timeout_s,
+                first,
+                wanted[-1],
+            )
+            written = {p for p in wanted if p >= first and self._page(p).exists()}
+            pinned, first = resume_rasterizing(wanted, first, written)
+            if pinned is not None:
+                failures[pinned] = _dvipng_failure(run)
+        return failures
+
+    def _page(self, number: int) -> Path:
+        return self.scratch / f"page{number}.png"
+
+    def _page_result(
+        self, item_id: str, start: int, end: int, failures: dict[int, str]
+    ) -> Rendered:
         if end - start != 1:
             return _failed(item_id, "multipage", f"renders to {end - start} pages, expected 1")
-        page = self.scratch / f"page{start}.png"
-        if not page.exists():
-            why = (
-                "dvipng timed out"
-                if run.timed_out
-                else "dvipng wrote no image: " + run.output[-200:]
-            )
-            return _failed(item_id, "rasterize_error", why)
-        png = page.read_bytes()
+        if start in failures:
+            return _failed(item_id, "rasterize_error", failures[start])
+        png = self._page(start).read_bytes()
         if is_blank(png):
             return _failed(item_id, "blank", "renders to a blank image")
         return Rendered(item_id, png, "ok")
+
+
+def resume_rasterizing(
+    wanted: Sequence[int], first: int, written: set[int]
+) -> tuple[int | None, int | None]:
+    """After a dvipng run from page ``first``: (the page to fail, the page to start again at).
+
+    dvipng writes pages in order and stops at the first it cannot draw, so the first wanted
+    page missing is where it stopped. That page is failed only when it was the run's first
+    page, so it has failed with nothing drawn before it; otherwise the next run starts at it.
+    Every wanted page is thus drawn or failed, each failure costs at most two runs, and a page
+    never fails for what another page did. (None, None) once every wanted page is written.
+    """
+    missing = next((p for p in wanted if p >= first and p not in written), None)
+    if missing is None:
+        return None, None
+    if missing != first:
+        return None, missing
+    return missing, next((p for p in wanted if p > missing), None)
+
+
+def _dvipng_failure(run: texrun.ToolResult) -> str:
+    if run.timed_out:
+        return "dvipng timed out"
+    said = [line for line in run.output.splitlines() if line.startswith("dvipng:")]
+    return " | ".join(said) or "dvipng wrote no image: " + _log_tail(run.output)
 
 
 def _read_log(path: Path) -> str:

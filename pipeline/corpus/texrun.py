@@ -13,18 +13,25 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+# amsmath keeps the kerns of nested accents in global macros, and some nestings (an accent
+# inside a \mathpalette inside another accent) read them before setting them: such a formula
+# fails alone but takes the kerns of an earlier formula in a batch. \freshformula puts them
+# back to a fresh document's state before every formula, so a batch renders what alone does.
 PREAMBLE = r"""\documentclass[12pt]{article}
 \usepackage{amsmath}
 \usepackage{amssymb}
 \pagestyle{empty}
+\makeatletter
+\newcommand\freshformula{\global\let\macc@kerna\@undefined\global\let\macc@kernb\@undefined}
+\makeatother
 \begin{document}
 """
 
 
 def display_math(formula: str) -> str:
-    """A formula as a display. The spaces matter: a formula ending in a control space ``\\``
-    would otherwise fuse with ``\\end`` into ``\\\\end``."""
-    return rf"\begin{{displaymath}} {formula} \end{{displaymath}}"
+    """A formula as a display, from a fresh state. The spaces matter: a formula ending in a
+    control space ``\\`` would otherwise fuse with ``\\end`` into ``\\\\end``."""
+    return rf"\freshformula\begin{{displaymath}} {formula} \end{{displaymath}}"
 
 
 # kpathsea reads these from the environment. 'p' (paranoid) refuses absolute paths, '..' and
@@ -100,12 +107,19 @@ def run_latex(tex_file: Path, timeout_s: float) -> ToolResult:
     )
 
 
-def run_dvipng(dvi_file: Path, dpi: int, timeout_s: float, last_page: int) -> ToolResult:
-    """Rasterize pages 1..last_page, each cropped tight to its ink, as ``page<n>.png``."""
+def run_dvipng(
+    dvi_file: Path, dpi: int, timeout_s: float, first_page: int, last_page: int
+) -> ToolResult:
+    """Rasterize pages first_page..last_page, each cropped tight to its ink, as ``page<n>.png``.
+
+    Page numbers count pages in the file (dvipng's ``=n``), not TeX's page counter.
+    """
     return run_tool(
         [
             "dvipng",
             "-q",
+            "-p",
+            f"={first_page}",
             "-l",
             f"={last_page}",
             "-D",

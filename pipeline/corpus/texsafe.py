@@ -11,7 +11,8 @@ following formulas as part of this one.  And it can *stop the batch*: endless lo
 alignment code, exponential work from nested ``\\mathchoice`` commands, more than 255
 grouping levels, or 100 errors in one formula all end the run.  TeX itself runs without
 shell escape and with paranoid ``openin_any``/``openout_any``; this module is the first line
-of defence.  Every structural rule below was found by rendering batches with latex.
+of defence.  Every structural rule below was found by rendering batches with latex (and
+dvipng, whose limits are tighter than TeX's).
 
 The checks look at the formula the way TeX will, not the way the space-separated tokens
 suggest: every space-separated token is split into TeX tokens (``a\\input`` is ``a`` then
@@ -25,7 +26,9 @@ suggest: every space-separated token is split into TeX tokens (``a\\input`` is `
 * structure: unbalanced braces, unmatched or disallowed environments, ``\\left``/``\\right``
   not paired in the same group and cell, nesting deeper than MAX_NESTING;
 * arguments: missing or unterminated arguments (see ``_ARGUMENTS``), ``\\hline`` away from the
-  start of a row, math in text mode, style-copying commands nested too deeply.
+  start of a row, math in text mode, commands that copy their argument nested too deeply;
+* boxes: constructs nested deeper than dvipng can draw, each charged what it costs
+  (``BOX_COST``, ``MAX_BOX_DEPTH``): TeX would typeset the page, and dvipng give up on it.
 
 Token positions in the reasons are 1-based indices into :func:`tokenize`'s list.  Callers
 should render ``normalize(formula)``, the exact text that was checked, with a space on both
@@ -414,11 +417,59 @@ _STYLE_COPYING = _names(
     \xleftarrow \overrightarrow \overleftarrow \overleftrightarrow \underrightarrow
     \underleftarrow \underleftrightarrow \sqrt"""
 )
-MAX_STYLE_COPYING_NESTING = 3
+
+#: Commands that typeset their argument twice (to measure it, then to place the accent):
+#: \widehat nested 20 deep takes 1.6 s, 22 deep 6 s; a text accent in math 20 deep, 8.6 s.
+_DOUBLING = _names(r"\widehat \widetilde" + _TEXT_ACCENTS)
+
+#: How many doublings nesting may add up to: a style-copying command counts two (4 copies),
+#: a doubling one.  Three style-copying commands, or six doubling ones, take well under 1 s.
+MAX_COPY_DOUBLINGS = 6
 
 #: Deepest nesting of { }, \begin/\end and \left/\right accepted.  Real formulas reach 8;
 #: TeX stops the whole batch beyond 255 grouping levels and a level here can cost about 5.
 MAX_NESTING = 32
+
+#: DVI stack levels that one nesting level of a construct costs, for those costing more than
+#: one or adding to the box around them (measured by benchmarks/box_depth.py, which checks
+#: this table against latex).  dvipng stops with "DVI stack overflow" on a page nested past
+#: 99 levels, though TeX writes it happily: ``\fbox`` nested 17 deep did, and every later
+#: page of its batch went with it.  Everything else costs at most one level and needs a group
+#: of its own, which MAX_NESTING bounds, so a page nests at most MAX_BOX_DEPTH + MAX_NESTING
+#: + 3 (the page's own) levels, with room for constructs costing a level more in some context.
+BOX_COST: dict[str, int] = {
+    **dict.fromkeys(_names(r"\sqrt \smash \boldsymbol \stackrel \raisebox \limits"), 2),
+    **dict.fromkeys(
+        _names(
+            r"""\frac \binom \overset \underset \substack \pmb \xrightarrow \xleftarrow \b \d
+            \overrightarrow \overleftarrow \overleftrightarrow \underrightarrow \underleftarrow
+            \underleftrightarrow \dddot \ddddot \buildrel \over \atop \choose \brace \brack
+            array subarray matrix smallmatrix gathered"""
+        ),
+        3,
+    ),
+    **dict.fromkeys(
+        _names(
+            r"""\dfrac \tfrac \dbinom \tbinom pmatrix bmatrix Bmatrix vmatrix Vmatrix
+            cases aligned alignedat split picture"""
+        ),
+        4,
+    ),
+    **dict.fromkeys(_names(r"\cfrac \overbrace \underbrace"), 5),
+    **dict.fromkeys(_names(r"\fbox \boxed"), 6),
+    **dict.fromkeys(_names(r"\hline \cline"), 1),  # on top of their array's
+}
+MAX_BOX_DEPTH = 60
+
+#: 'm' commands the argument pass cannot skip: they copy styles or box deeply.
+_SLOW_M = _STYLE_COPYING | _DOUBLING | BOX_COST.keys()
+
+#: Fractions written between their parts: they box the whole group around them.
+INFIX_FRACTIONS = (r"\over", r"\atop", r"\choose", r"\brace", r"\brack")
+
+#: Costly tokens whose boxes hold the whole group (or environment) around them.
+_GROUP_WIDE = frozenset(INFIX_FRACTIONS) | {r"\limits", r"\hline", r"\cline"}
+
 
 # --- tokens ----------------------------------------------------------------------------------
 
@@ -459,7 +510,16 @@ class _Formula:
     Space-token numbers for reasons are worked out only when a reason is needed.
     """
 
-    __slots__ = ("text", "pieces", "matches", "row_breaks", "cell_breaks", "strays", "_where")
+    __slots__ = (
+        "text",
+        "pieces",
+        "matches",
+        "row_breaks",
+        "cell_breaks",
+        "strays",
+        "boxes",
+        "_where",
+    )
 
     def __init__(self, text: str) -> None:
         self.text = text + " "  # so a trailing \ lexes as the control space it is
@@ -468,6 +528,7 @@ class _Formula:
         self.row_breaks: set[int] = set()  # indices of the \\ that end a row of a _RULED one
         self.cell_breaks: set[int] = set()  # indices of the & that end an alignment cell
         self.strays: list[int] = []  # indices of the & and \\ outside any alignment
+        self.boxes: list[tuple[int, int, int]] = []  # (start, end, BOX_COST) of costly boxes
         self._where: list[int] | None = None
 
     def at(self, i: int) -> int:
@@ -872,12 +933,12 @@ def _argument_problem(formula: _Formula) -> str | None:
     """
     row_starts: set[int] = set()
     cell_starts = {k + 1 for k in formula.cell_breaks}
-    copying: list[int] = []  # where the arguments of the enclosing style-copying commands end
+    copying: list[tuple[int, int]] = []  # the copying commands around: (argument end, doublings)
     fast = not formula.strays
     pieces, last = formula.pieces, len(formula.pieces) - 1
     for i in _positions(pieces, _TAKES_ARGUMENTS):
         piece = pieces[i]
-        if fast and _ARGUMENTS.get(piece) == "m" and piece not in _STYLE_COPYING:  # inlined
+        if fast and _ARGUMENTS.get(piece) == "m" and piece not in _SLOW_M:  # inlined
             problem = _unbraced_problem(formula, i, None if i == last else pieces[i + 1])
             if problem:
                 return problem
@@ -894,21 +955,81 @@ def _argument_problem(formula: _Formula) -> str | None:
             return problem
         if _starts_rows(formula, i):
             row_starts.add(end)
-        if piece in _STYLE_COPYING and (piece != "\\sqrt" or pieces[i + 1] == "["):
-            problem = _copy_nesting_problem(formula, copying, i, end)
+        cost = BOX_COST.get(_construct(formula, i), 0)
+        if cost:
+            formula.boxes.append((i, formula.matches[i] if piece == "\\begin" else end, cost))
+        doublings = _doublings(pieces, i)
+        if doublings:
+            problem = _copy_nesting_problem(formula, copying, i, (end, doublings))
             if problem:
                 return problem
     return None
 
 
-def _copy_nesting_problem(formula: _Formula, copying: list[int], i: int, end: int) -> str | None:
-    """Track the style-copying commands around ``i`` (by where their arguments end)."""
-    while copying and copying[-1] <= i:
+def _construct(formula: _Formula, i: int) -> str:
+    """The command at ``i``, or the name of the environment a \\begin there opens."""
+    if formula.pieces[i] != "\\begin":
+        return formula.pieces[i]
+    found = _environment_name(formula.pieces, i)
+    return found[0] if found else ""
+
+
+def _enclosing_group(formula: _Formula, i: int) -> tuple[int, int]:
+    """Where the innermost { } group or environment around ``i`` opens and closes."""
+    pieces, depth = formula.pieces, 0
+    for k in range(i - 1, -1, -1):
+        piece = pieces[k]
+        if piece == "}" or piece == "\\end":
+            depth += 1
+        elif piece == "{" or piece == "\\begin":
+            if depth == 0:
+                return k, formula.matches[k]
+            depth -= 1
+    return 0, len(pieces)
+
+
+def _box_depth_problem(formula: _Formula) -> str | None:
+    """Refuse boxes nested deeper than dvipng can draw, charging each construct BOX_COST.
+
+    Costly commands box their arguments; infix fractions, \\limits and \\cline box the
+    whole group around them.  Runs after the argument pass, which records the commands.
+    """
+    boxes = formula.boxes
+    for i in _positions(formula.pieces, _GROUP_WIDE):
+        boxes.append((*_enclosing_group(formula, i), BOX_COST[formula.pieces[i]]))
+    open_boxes: list[tuple[int, int]] = []  # (end, cost) of the boxes around the current one
+    depth = 0
+    for start, end, cost in sorted(boxes, key=lambda box: (box[0], -box[1])):
+        while open_boxes and open_boxes[-1][0] < start:
+            depth -= open_boxes.pop()[1]
+        open_boxes.append((end, cost))
+        depth += cost
+        if depth > MAX_BOX_DEPTH:
+            what = f"nests boxes deeper than dvipng can draw ({depth} > {MAX_BOX_DEPTH} levels)"
+            return formula.refuse(start, what)
+    return None
+
+
+def _doublings(pieces: list[str], i: int) -> int:
+    """How many times over the command at ``i`` doubles the work of typesetting its argument."""
+    piece = pieces[i]
+    if piece in _STYLE_COPYING and (piece != "\\sqrt" or pieces[i + 1] == "["):
+        return 2
+    return 1 if piece in _DOUBLING else 0
+
+
+def _copy_nesting_problem(
+    formula: _Formula, copying: list[tuple[int, int]], i: int, command: tuple[int, int]
+) -> str | None:
+    """Track the copying commands around ``i``: (where their arguments end, doublings)."""
+    while copying and copying[-1][0] <= i:
         copying.pop()
-    copying.append(end)
-    if len(copying) > MAX_STYLE_COPYING_NESTING:
-        limit = MAX_STYLE_COPYING_NESTING
-        return formula.refuse(i, f"nests more than {limit} commands that typeset 4 copies")
+    copying.append(command)
+    total = sum(doublings for _, doublings in copying)
+    if total > MAX_COPY_DOUBLINGS:
+        limit = 2**MAX_COPY_DOUBLINGS
+        what = f"nests commands that copy their argument {2**total} times (the limit is {limit})"
+        return formula.refuse(i, what)
     return None
 
 
@@ -931,4 +1052,5 @@ def check_formula(formula: str, *, max_chars: int = DEFAULT_MAX_CHARS) -> str | 
         or _joined_digit_problem(parsed.text)
         or _structure_problem(parsed)
         or _argument_problem(parsed)
+        or _box_depth_problem(parsed)
     )

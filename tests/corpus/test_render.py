@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import random
 import subprocess
 import tempfile
 
@@ -13,8 +14,9 @@ import pytest
 from PIL import Image
 
 from pipeline.config import RenderSettings
-from pipeline.corpus import render, texrun
+from pipeline.corpus import render, texrun, texsafe
 from pipeline.corpus.step0 import formula_id
+from tests.corpus import boxes
 
 SETTINGS = render.RenderSettings(dpi=100, batch_size=50, timeout_s=30)
 
@@ -234,3 +236,45 @@ def test_scratch_left_by_a_killed_render_is_removed_by_the_next(tmp_path, monkey
     assert results[0].status == "ok"
     assert not stale.exists() and live.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == [live.name]  # its own scratch is gone
+
+
+UNDRAWABLE = " ".join(["\\fbox {"] * 17 + ["x"] + ["}"] * 17)  # TeX typesets it, dvipng cannot
+
+
+def test_a_page_dvipng_cannot_draw_fails_alone(sample_formulas, tmp_path):
+    """Bypass texsafe (which refuses it): the rasterizer must isolate what TeX let through."""
+    formulas = sample_formulas[:2] + [UNDRAWABLE] + sample_formulas[2:] + [UNDRAWABLE, "y"]
+    together = by_id(render.BatchRenderer(SETTINGS, tmp_path).render(items(formulas)))
+    bad = together[formula_id(UNDRAWABLE)]
+    assert (bad.status, bad.reason) == ("failed", "rasterize_error")
+    assert "DVI stack overflow" in bad.error
+    for item_id, formula in items(sample_formulas + ["y"]):
+        alone = render.BatchRenderer(SETTINGS, tmp_path).render([(item_id, formula)])[0]
+        assert together[item_id].status == "ok"
+        assert together[item_id].png == alone.png
+
+
+def test_resume_rasterizing_pins_a_failure_only_on_the_first_page_of_a_run():
+    wanted = [2, 3, 5, 6, 9]
+    assert render.resume_rasterizing(wanted, 2, {2, 3, 5, 6, 9}) == (None, None)
+    assert render.resume_rasterizing(wanted, 2, {2, 3}) == (None, 5)  # rerun from 5 first
+    assert render.resume_rasterizing(wanted, 5, set()) == (5, 6)  # 5 failed first: pinned
+    assert render.resume_rasterizing(wanted, 6, {6}) == (None, 9)
+    assert render.resume_rasterizing(wanted, 9, set()) == (9, None)
+    assert render.resume_rasterizing([4], 4, set()) == (4, None)
+
+
+def test_fuzz_deeply_nested_boxes_render_the_same_in_a_batch_and_alone(tmp_path):
+    """Random chains of every box-drawing construct, near and past the limits: whatever
+    texsafe accepts renders identically in a batch and alone, and nothing is lost to dvipng."""
+    rng = random.Random(10)
+    formulas = list(dict.fromkeys(boxes.random_nesting(rng, rng.randint(6, 30)) for _ in range(80)))
+    accepted = [f for f in formulas if texsafe.check_formula(f) is None]
+    assert len(accepted) >= 20
+    settings = render.RenderSettings(dpi=40, batch_size=len(formulas), timeout_s=30)
+    together = by_id(render.render_formulas(items(formulas), settings))
+    renderer = render.BatchRenderer(settings, tmp_path)
+    for item_id, formula in items(accepted):
+        alone = renderer.render([(item_id, texsafe.normalize(formula))])[0]
+        assert (together[item_id].status, together[item_id].png) == (alone.status, alone.png)
+    assert not [r for r in together.values() if r.reason in ("rasterize_error", "timeout")]

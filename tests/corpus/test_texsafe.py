@@ -17,17 +17,21 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.config import RenderSettings
+from pipeline.corpus import render
 from pipeline.corpus.texsafe import (
     ALLOWED_CONTROL_SEQUENCES,
     ALLOWED_ENVIRONMENTS,
     DANGEROUS_CONTROL_SEQUENCES,
     DEFAULT_MAX_CHARS,
+    MAX_BOX_DEPTH,
     MAX_NESTING,
     check_formula,
     normalize,
     tokenize,
 )
 from tests.conftest import SHARED_DATA
+from tests.corpus.boxes import ALLOWED, nested
 
 REAL_FORMULAS = SHARED_DATA
 
@@ -222,12 +226,37 @@ def test_nesting_is_limited() -> None:
     assert refused(deeper) == f"{{ at token {MAX_NESTING + 1} nests deeper than 32 groups"
 
 
+def test_boxes_nested_deeper_than_dvipng_draws_are_refused() -> None:
+    """Counted per construct: \\fbox costs 6 DVI levels, \\frac 3, a plain group none."""
+    assert MAX_BOX_DEPTH == 60
+    assert check_formula(nested("\\fbox", 10)) is None
+    reason = refused(nested("\\fbox", 11))
+    assert reason == "\\fbox at token 21 nests boxes deeper than dvipng can draw (66 > 60 levels)"
+    assert check_formula(nested("\\boxed", 5, nested("\\frac", 10))) is None
+    assert "(63 > 60 levels)" in refused(nested("\\boxed", 5, nested("\\frac", 11)))
+    # an infix fraction boxes its whole group, what comes before it included
+    assert "(63 > 60 levels)" in refused(nested("\\over", 1, nested("\\boxed", 10)))
+    assert "(63 > 60 levels)" in refused(nested("\\boxed", 10) + " \\over 2")
+    assert check_formula(nested("\\boxed", 10) + " + { 1 \\over 2 }") is None
+    # environments, and the rules \\hline adds to them
+    assert check_formula(nested("array", 20)) is None
+    assert "(61 > 60 levels)" in refused(nested("\\hline", 16))
+    assert check_formula(nested("{ }", MAX_NESTING)) is None
+
+
 def test_style_copying_commands_cannot_nest_deeply() -> None:
     # Each level of \pmb, \boldsymbol, \phantom, \sqrt[n] ... typesets its argument 4 times.
     assert check_formula(r"\pmb { \phantom { \sqrt [ 3 ] { x } } }") is None
     assert check_formula(r"\sqrt { \sqrt { \sqrt { \sqrt { x } } } }") is None
     reason = refused(r"\pmb { \boldsymbol { \phantom { \smash { x } } } }")
-    assert reason == "\\smash at token 7 nests more than 3 commands that typeset 4 copies"
+    assert (
+        reason
+        == "\\smash at token 7 nests commands that copy their argument 256 times (the limit is 64)"
+    )
+    # \\widehat and the text accents typeset their argument twice
+    assert check_formula(nested("\\widehat", 6)) is None
+    assert "128 times" in refused(nested("\\widehat", 7))
+    assert "128 times" in refused(nested("\\pmb", 2, nested("\\widetilde", 3)))
 
 
 # --- arguments -------------------------------------------------------------------------------
@@ -484,6 +513,26 @@ needs_latex = pytest.mark.skipif(shutil.which("latex") is None, reason="latex no
 def test_accepted_formulas_render_without_losing_neighbours(tmp_path: Path) -> None:
     batch = ["a", *GOOD_FORMULAS, "b"]
     assert render_markers(batch, tmp_path) == list(range(len(batch)))
+
+
+LOST = {"rasterize_error", "timeout"}  # what a formula that TeX could typeset may still meet
+
+
+@needs_latex
+def test_every_construct_nested_as_deep_as_allowed_is_drawn_by_dvipng() -> None:
+    """The box limits are sound: each construct at its deepest accepted nesting renders."""
+    deepest = {}
+    for name in ALLOWED:
+        levels = 1
+        while levels < 2 * MAX_NESTING and check_formula(nested(name, levels + 1)) is None:
+            levels += 1
+        deepest[name] = nested(name, levels)
+    settings = RenderSettings(dpi=30, batch_size=len(deepest))
+    results = render.render_formulas(list(deepest.items()), settings)
+    lost = {r.id: f"{r.reason}: {r.error}" for r in results if r.reason in LOST}
+    assert not lost, lost
+    # text accents are refused by TeX in math mode, and a phantom draws nothing
+    assert sum(r.status == "ok" for r in results) > 100
 
 
 @needs_latex
