@@ -12,7 +12,7 @@ import argparse
 import io
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,9 +20,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from pipeline import cli
+from pipeline import cli, provenance
 from pipeline.config import CropSettings
-from pipeline.contracts import CROPPED_SCHEMA
+from pipeline.contracts import CROPPED_SCHEMA, sha256_file
+from pipeline.corpus import chunk_cache
 
 READS = ("crop",)  # the params this stage reads (dvc.yaml lists the same)
 INK_THRESHOLD = 250  # gray levels below this count as ink; dvipng's anti-aliasing fades to 255
@@ -121,11 +122,17 @@ def main(argv: list[str] | None = None) -> int:
     cli.add_params_args(parser)
     parser.add_argument("--rendered", type=Path, required=True, help="a render chunk's Parquet")
     parser.add_argument("--out", type=Path, required=True, help="Parquet file for this chunk")
+    parser.add_argument("--cache", type=Path, help="keep finished chunks here, for a rerun")
     args = parser.parse_args(argv)
     settings = cli.read_params(args, READS).crop
-    table = crop_table(pq.read_table(args.rendered), settings)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, args.out)
+    key = provenance.digest(asdict(settings), sha256_file(args.rendered))
+    table, _ = chunk_cache.produce(
+        args.out,
+        lambda: crop_table(pq.read_table(args.rendered), settings),
+        args.cache,
+        "crop",
+        key,
+    )
     statuses = Counter(r or "ok" for r in table.column("reason").to_pylist())
     oversize = sum(b == -1 for b in table.column("bucket").to_pylist())
     cli.setup_logging().info(

@@ -19,21 +19,21 @@ import re
 import shutil
 import struct
 import tempfile
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 from PIL import Image
 
-from pipeline import cli
+from pipeline import cli, provenance
 from pipeline.cli import ProgressLog
 from pipeline.config import RenderSettings
 from pipeline.contracts import RENDERED_SCHEMA
-from pipeline.corpus import texrun, texsafe
+from pipeline.corpus import chunk_cache, texrun, texsafe
 
 READS = ("render",)  # the params this stage reads (dvc.yaml lists the same)
 
@@ -351,6 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--formulas", type=Path, required=True, help="step0 Parquet table")
     parser.add_argument("--chunk", type=int, required=True, help="which chunk to render")
     parser.add_argument("--out", type=Path, required=True, help="Parquet file for this chunk")
+    parser.add_argument("--cache", type=Path, help="keep finished chunks here, for a rerun")
     args = parser.parse_args(argv)
     settings = cli.read_params(args, READS).render
     chunks = settings.chunks
@@ -360,10 +361,13 @@ def main(argv: list[str] | None = None) -> int:
     table = pd.read_parquet(args.formulas, columns=["id", "formula"])
     mine = table[[chunk_of(i, chunks) == args.chunk for i in table["id"]]]
     items = list(zip(mine["id"], mine["formula"], strict=True))
-    progress = ProgressLog(f"render chunk {args.chunk}", len(items), "formulas")
-    results = render_formulas(items, settings, progress)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(to_table(results), args.out)
-    counts = pd.Series([r.reason or "ok" for r in results]).value_counts().to_dict()
-    log.info("render chunk %d/%d: %d in, %s", args.chunk, chunks, len(mine), counts)
+
+    def make() -> pa.Table:
+        progress = ProgressLog(f"render chunk {args.chunk}", len(items), "formulas")
+        return to_table(render_formulas(items, settings, progress))
+
+    key = provenance.digest(asdict(settings), items, texrun.tool_versions())
+    done, _ = chunk_cache.produce(args.out, make, args.cache, "render", key)
+    counts = Counter(reason or "ok" for reason in done.column("reason").to_pylist())
+    log.info("render chunk %d/%d: %d in, %s", args.chunk, chunks, len(mine), dict(counts))
     return 0

@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 # amsmath keeps the kerns of nested accents in global macros, and some nestings (an accent
@@ -135,3 +136,13 @@ def run_dvipng(
         dvi_file.parent,
         timeout_s,
     )
+
+
+@cache
+def tool_versions() -> tuple[str, str]:
+    """The first line of ``latex --version`` and ``dvipng --version``: what renders, for keys."""
+    lines = []
+    for tool in ("latex", "dvipng"):
+        out = subprocess.run([tool, "--version"], capture_output=True, text=True, check=False)
+        lines.append(out.stdout.splitlines()[0] if out.stdout else f"{tool}: no version")
+    return lines[0], lines[1]

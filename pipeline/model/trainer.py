@@ -13,7 +13,6 @@ a run it ends records that it was cut by time, and at which step.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
 import shutil
@@ -26,14 +25,13 @@ from pathlib import Path
 import tensorflow as tf
 from dvclive import Live
 
-from pipeline import cli, config, metrics
+from pipeline import cli, config, metrics, provenance
 from pipeline.config import ModelSettings, TrainSettings
 from pipeline.contracts import MANIFEST, Vocab, shard_paths
 from pipeline.model import bundle, dataset, devices, networks
 from pipeline.model.schedule import Budget, Schedule
 
 log = logging.getLogger("pipeline")
-PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass
@@ -46,21 +44,14 @@ class Progress:
     seconds: float = 0.0
     best: float = -math.inf
     bad_epochs: int = 0
+    last_loss: float = math.nan  # of the latest step: an epoch's curve point, also when resumed
+    last_accuracy: float = math.nan
 
 
 def run_key(model: ModelSettings, settings: TrainSettings, data_digest: str) -> str:
     """Checkpoints are only resumed by a run with the same model, settings, data and code: DVC
     reruns training after a code change, and that run must train, not resume a finished one."""
-    blob = json.dumps([asdict(model), asdict(settings), data_digest, code_digest()], sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def code_digest() -> str:
-    """The pipeline package's source, every module of it (a superset of what training runs)."""
-    digest = hashlib.sha256()
-    for path in sorted(PACKAGE_ROOT.rglob("*.py")):
-        digest.update(str(path.relative_to(PACKAGE_ROOT)).encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()
+    return provenance.digest(asdict(model), asdict(settings), data_digest)
 
 
 def data_digest(shards_dir: Path, vocab_path: Path) -> str:
@@ -89,7 +80,6 @@ class Trainer:
         self.shards = Path(shards)
         self.pad_multiple = self.config.size_multiple
         self.fixed_height = self.config.fixed_height
-        self.last_train = (math.nan, math.nan)  # loss and accuracy of the latest step
         self.key = run_key(model_settings, settings, data_digest(self.shards, self.vocab_path))
         self.train_paths = shard_paths(self.shards, "train")
         self.val_paths = shard_paths(self.shards, "validation")
@@ -227,10 +217,13 @@ class Trainer:
         manager = self._checkpoints(checkpoints)
         self.best_dir = Path(manager.directory) / "best"
         progress = self._restore(manager)
-        resumed = progress.step > 0
+        self.live_dirs = (live_dir, Path(manager.directory) / "live")
+        resumed = progress.epoch > 0 and restore_curves(*reversed(self.live_dirs), progress.epoch)
         train_step = self.make_train_step()
         with Live(str(live_dir), resume=resumed, save_dvc_exp=False, dvcyaml=False) as live:
-            if not resumed:
+            if resumed:
+                live.step = progress.epoch  # dvclive's own guess is off by one after epoch 1
+            else:
                 live.log_params(
                     {"model": asdict(self.model_settings), "train": asdict(self.settings)}
                 )
@@ -306,9 +299,10 @@ class Trainer:
             progress.step += 1
             progress.step_in_epoch += 1
             progress.seconds = seconds_before + time.monotonic() - start
-            self.last_train = (float(loss), float(accuracy))
-            detail = "epoch {}, loss {:.4f}, acc {:.4f}".format(
-                progress.epoch + 1, *self.last_train
+            progress.last_loss, progress.last_accuracy = float(loss), float(accuracy)
+            detail = (
+                f"epoch {progress.epoch + 1}, loss {progress.last_loss:.4f}, "
+                f"acc {progress.last_accuracy:.4f}"
             )
             display.advance(samples=int(images.shape[0]), detail=detail)
             if progress.step % self.settings.checkpoint_every == 0:
@@ -337,12 +331,14 @@ class Trainer:
         with self.averaged_weights():
             self._end_epoch_averaged(progress, live)
         live.next_step()
+        live_dir, kept = self.live_dirs
+        shutil.copytree(live_dir, kept, dirs_exist_ok=True)  # DVC clears live_dir on a rerun
         self._save(manager, progress)
 
     def _end_epoch_averaged(self, progress: Progress, live: Live) -> None:
         val_loss, val_accuracy, val_bleu = self._validate()
         score = val_bleu if val_bleu is not None else -val_loss
-        train_loss, train_accuracy = self.last_train
+        train_loss, train_accuracy = progress.last_loss, progress.last_accuracy
         for name, value in {
             "train/loss": train_loss,
             "train/token_accuracy": train_accuracy,
@@ -431,6 +427,24 @@ class Trainer:
             self.settings.max_len,
             {"step": progress.step, "epoch": progress.epoch, "validation_score": progress.best},
         )
+
+
+def restore_curves(kept: Path, live_dir: Path, epochs: int) -> bool:
+    """Put back the curves of the first ``epochs`` epochs, from the copy beside the checkpoints.
+
+    The copy is made at each epoch's end, just before the checkpoint, so it may hold one epoch
+    more than the checkpoint does (a kill in between): rows from step ``epochs`` on are cut, and
+    the resumed run logs them again. Returns whether there was anything to restore.
+    """
+    if not kept.is_dir():
+        return False
+    shutil.rmtree(live_dir, ignore_errors=True)
+    shutil.copytree(kept, live_dir)
+    for curve in live_dir.rglob("*.tsv"):
+        header, *rows = curve.read_text().splitlines(keepends=True)
+        step = header.rstrip("\n").split("\t").index("step")
+        curve.write_text(header + "".join(r for r in rows if int(r.split("\t")[step]) < epochs))
+    return True
 
 
 def preprocessing_of(params: config.Params) -> bundle.Preprocessing:

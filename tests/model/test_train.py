@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -16,7 +17,7 @@ import pytest
 from pipeline import config
 from pipeline.config import ModelSettings, TrainSettings
 from pipeline.model import bundle
-from pipeline.model.trainer import Trainer, run_key
+from pipeline.model.trainer import Trainer, restore_curves, run_key
 from tests.conftest import (
     TINY_PREPROCESSING,
     run_train,
@@ -100,13 +101,14 @@ def test_a_killed_run_resumes_to_the_uninterrupted_model(tiny_shards, uninterrup
         start_new_session=True,
     )
     deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and not _checkpoint_steps(tmp_path):
+    while time.monotonic() < deadline and not _past_an_epoch(tmp_path):
         assert proc.poll() is None, proc.stderr.read()[-3000:]
         time.sleep(0.2)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     killed_at = max(_checkpoint_steps(tmp_path))
     assert 0 < killed_at < 40
+    shutil.rmtree(tmp_path / "live")  # what DVC does to the stage's outputs before a rerun
     log = run_train(cmd, tmp_path)
     assert f"resumed from step {killed_at}" in log
     assert "done at step 40" in log
@@ -115,6 +117,23 @@ def test_a_killed_run_resumes_to_the_uninterrupted_model(tiny_shards, uninterrup
     last_rate = json.loads((tmp_path / "live" / "metrics.json").read_text())["train"]
     assert last_rate["learning_rate"] == pytest.approx(0.003 * 0.1, rel=0.02)
     assert_same_run(uninterrupted, tmp_path)
+    assert curves(tmp_path / "live") == curves(uninterrupted / "live")
+
+
+def curves(live: Path) -> dict[str, list[list[str]]]:
+    """Every curve dvclive logged, without its wall-clock timestamps."""
+    found = {}
+    for tsv in sorted(live.rglob("*.tsv")):
+        rows = [line.split("\t") for line in tsv.read_text().splitlines()]
+        keep = [i for i, name in enumerate(rows[0]) if name != "timestamp"]
+        found[str(tsv.relative_to(live))] = [[row[i] for i in keep] for row in rows]
+    assert found
+    return found
+
+
+def _past_an_epoch(work: Path) -> bool:
+    """A checkpoint after the curves were first kept beside the checkpoints."""
+    return any(work.glob("ckpt/*/live")) and max(_checkpoint_steps(work), default=0) >= 12
 
 
 def _checkpoint_steps(work: Path) -> list[int]:
@@ -158,3 +177,17 @@ def test_moving_average_follows_the_weights_and_is_what_validation_sees(tiny_sha
             np.testing.assert_array_equal(weight.numpy(), shadow)
     for weight, raw in zip(weights, second, strict=True):
         np.testing.assert_array_equal(weight.numpy(), raw)
+
+
+def test_restored_curves_stop_where_the_checkpoint_does(tmp_path):
+    """The copy beside the checkpoints may be an epoch ahead of them: that epoch is cut."""
+    kept, live = tmp_path / "kept", tmp_path / "live"
+    (kept / "plots" / "metrics").mkdir(parents=True)
+    rows = "".join(f"{100 + s}\t{s}\t0.{s}\n" for s in range(4))
+    (kept / "plots" / "metrics" / "loss.tsv").write_text("timestamp\tstep\tloss\n" + rows)
+    (live / "stale").mkdir(parents=True)
+    assert restore_curves(kept, live, 2)
+    assert not (live / "stale").exists()
+    restored = (live / "plots" / "metrics" / "loss.tsv").read_text().splitlines()
+    assert restored == ["timestamp\tstep\tloss", "100\t0\t0.0", "101\t1\t0.1"]
+    assert not restore_curves(tmp_path / "nothing", live, 2)

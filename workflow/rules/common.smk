@@ -17,6 +17,10 @@ def settings(*names):
 
 CHUNKS = [f"{i:03d}" for i in range(int(config["render"]["chunks"]))]
 
+# Finished render and crop chunks, kept by content so a killed run resumes where it stopped
+# (DVC clears a stage's outputs before rerunning it). Not an output: nothing depends on it.
+CHUNK_CACHE = ".cache/chunks"
+
 
 wildcard_constraints:
     chunk=r"\d{3}",

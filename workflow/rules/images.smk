@@ -9,13 +9,14 @@ rule render_chunk:
     params:
         settings=settings("render"),
         chunk=lambda wildcards: int(wildcards.chunk),
+        cache=CHUNK_CACHE,
     conda:
         "../envs/pipeline.yaml"
     log:
         "logs/render/chunk-{chunk}.log",
     shell:
         "python -m pipeline render --settings {params.settings:q} --formulas {input}"
-        " --chunk {params.chunk} --out {output} 2>&1 | tee {log}"
+        " --chunk {params.chunk} --out {output} --cache {params.cache} 2>&1 | tee {log}"
 
 
 rule render:
@@ -30,13 +31,14 @@ rule crop_chunk:
         "data/crop/chunk-{chunk}.parquet",
     params:
         settings=settings("crop"),
+        cache=CHUNK_CACHE,
     conda:
         "../envs/pipeline.yaml"
     log:
         "logs/crop/chunk-{chunk}.log",
     shell:
         "python -m pipeline crop --settings {params.settings:q} --rendered {input}"
-        " --out {output} 2>&1 | tee {log}"
+        " --out {output} --cache {params.cache} 2>&1 | tee {log}"
 
 
 rule crop:
