@@ -49,4 +49,4 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 	touch $@
 
 clean:
-	rm -rf data reports logs .snakemake
+	rm -rf data reports logs .snakemake .cache
