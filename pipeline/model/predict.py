@@ -40,7 +40,6 @@ log = logging.getLogger("pipeline")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 FORMATS = ("PNG", "JPEG")
 SIGNATURES = {b"\x89PNG\r\n\x1a\n": "PNG", b"\xff\xd8\xff": "JPEG"}  # file magic numbers
-WINDOW_BATCHES = 8  # images held in memory at once: this many batches' worth
 MAX_FILE_BYTES = 64 * 2**20  # far above any formula image; larger files are refused unread
 _LIMIT = f"{MAX_FILE_BYTES // 2**20} MiB"
 
@@ -54,7 +53,11 @@ class ModelInput:
     """How an image becomes a model input: crop settings, padding multiple, fixed height (STRIPS).
 
     ``precropped`` marks inputs that already are crop-stage output (e.g. a shard's ``png``
-    column), which must not be cropped and downsampled a second time.
+    column), which must not be cropped and downsampled a second time. ``pad_to_bucket`` pads
+    each image to the largest size of its crop bucket, as a training batch may, so that images
+    of any size share a few shapes and decode in full batches; without it an image is padded
+    only to the model's multiple (evaluate's layout at batch size 1), and mixed sizes seldom
+    share a shape. Either way an image's result depends on that image alone.
     """
 
     crop: crop.CropSettings
@@ -62,6 +65,7 @@ class ModelInput:
     fixed_height: int | None
     dpi: int
     precropped: bool = False
+    pad_to_bucket: bool = True
 
     @classmethod
     def of(cls, exported: bundle.Bundle, precropped: bool = False) -> ModelInput:
@@ -102,8 +106,9 @@ def prepare_image(data: bytes, settings: ModelInput) -> np.ndarray:
         cropped = crop.crop_gray(np.asarray(gray), settings.crop)
     if cropped is None:
         raise ImageError("no ink: the image is blank (every pixel is near-white)")
-    _check_size(cropped.height, cropped.width, settings)
-    return pad_image(_to_ink(cropped), settings.pad_multiple, settings.fixed_height)
+    bucket = _check_size(cropped.height, cropped.width, settings)
+    at_least = bucket if settings.pad_to_bucket else (0, 0)
+    return pad_image(_to_ink(cropped), settings.pad_multiple, settings.fixed_height, at_least)
 
 
 def load_gray(data: bytes) -> Image.Image:
@@ -150,16 +155,20 @@ def _has_ink(image: Image.Image) -> bool:
     return bool((np.asarray(image) < crop.INK_THRESHOLD).any())
 
 
-def _check_size(height: int, width: int, settings: ModelInput) -> None:
-    """Refuse sizes training never had: no bucket held them, or taller than the STRIPS canvas."""
+def _check_size(height: int, width: int, settings: ModelInput) -> tuple[int, int]:
+    """Refuse sizes training never had: no bucket held them, or taller than the STRIPS canvas.
+
+    Returns the smallest bucket that holds the image."""
     size = f"image is {height}x{width} (height x width) after cropping and downsampling"
     hint = f" (the model was trained on formulas rendered at {settings.dpi} dpi)"
     fixed = settings.fixed_height
     if fixed is not None and height > fixed:
         raise ImageError(f"{size}, taller than the model's fixed height {fixed}{hint}")
     buckets = crop.ordered_buckets(settings.crop.buckets)
-    if crop.bucket_of(height, width, buckets) == -1:
+    bucket = crop.bucket_of(height, width, buckets)
+    if bucket == -1:
         raise ImageError(f"{size}; the model accepts {_limits(buckets)}{hint}")
+    return buckets[bucket]
 
 
 def _limits(buckets: list[tuple[int, int]]) -> str:
@@ -175,11 +184,18 @@ def _to_ink(image: Image.Image) -> np.ndarray:
     return ink_from_gray(np.asarray(image))
 
 
-def pad_image(ink: np.ndarray, multiple: int, fixed_height: int | None = None) -> np.ndarray:
-    """Zero (background) padding at the bottom and right, as the training batches have it."""
+def pad_image(
+    ink: np.ndarray,
+    multiple: int,
+    fixed_height: int | None = None,
+    at_least: tuple[int, int] = (0, 0),
+) -> np.ndarray:
+    """Zero (background) padding at the bottom and right, as the training batches have it: to
+    ``at_least`` (height, width) if larger, then up to multiples of ``multiple``."""
     height, width = ink.shape[:2]
-    target_h = fixed_height if fixed_height is not None else height + (-height) % multiple
-    target_w = width + (-width) % multiple
+    target_h, target_w = max(height, at_least[0]), max(width, at_least[1])
+    target_h = fixed_height if fixed_height is not None else target_h + (-target_h) % multiple
+    target_w += (-target_w) % multiple
     return np.pad(ink, [(0, target_h - height), (0, target_w - width), (0, 0)])
 
 
@@ -237,42 +253,40 @@ def predict_paths(
 ) -> list[Prediction]:
     """One Prediction per image (directories expanded), in input order.
 
-    Images are read a window at a time so that memory stays flat however many are given.
+    Images wait in one queue per padded shape and a queue is decoded once it fills a batch, so
+    memory holds at most a batch per shape however many images are given (a few shapes when
+    padding to buckets), and batches are full whatever order the sizes come in.
     """
     results: list[Prediction] = []
-    window: list[tuple[int, str, np.ndarray]] = []
+    waiting: dict[tuple[int, ...], list[tuple[int, str, np.ndarray]]] = {}
     for item in expand_inputs(paths):
         if isinstance(item, Prediction):
             results.append(item)
             continue
         try:
-            window.append((len(results), str(item), _read(item, preprocessing)))
-            results.append(Prediction(str(item)))  # placeholder until decoded
+            image = _read(item, preprocessing)
         except ImageError as exc:
             results.append(Prediction(str(item), error=str(exc)))
-        if len(window) >= decoding.batch_size * WINDOW_BATCHES:
-            _decode_window(window, results, model, vocab, decoding)
-            window = []
-    _decode_window(window, results, model, vocab, decoding)
+            continue
+        queue = waiting.setdefault(image.shape, [])
+        queue.append((len(results), str(item), image))
+        results.append(Prediction(str(item)))  # placeholder until decoded
+        if len(queue) == decoding.batch_size:
+            _decode_into(results, waiting.pop(image.shape), model, vocab, decoding)
+    for queue in waiting.values():
+        _decode_into(results, queue, model, vocab, decoding)
     return results
 
 
-def _decode_window(
-    window: list[tuple[int, str, np.ndarray]],
+def _decode_into(
     results: list[Prediction],
+    batch: list[tuple[int, str, np.ndarray]],
     model: FormulaModel,
     vocab: Vocab,
     decoding: DecodeSettings,
 ) -> None:
-    """Batches of equal padded shape, so an image's result never depends on its neighbours."""
-    by_shape: dict[tuple[int, ...], list[tuple[int, str, np.ndarray]]] = {}
-    for entry in window:
-        by_shape.setdefault(entry[2].shape, []).append(entry)
-    for group in by_shape.values():
-        for start in range(0, len(group), decoding.batch_size):
-            batch = group[start : start + decoding.batch_size]
-            for index, prediction in _decode_batch(batch, model, vocab, decoding):
-                results[index] = prediction
+    for index, prediction in _decode_batch(batch, model, vocab, decoding):
+        results[index] = prediction
 
 
 def _decode_batch(

@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -90,13 +91,14 @@ def gray_of(png: bytes) -> np.ndarray:
 def test_shard_images_get_the_training_tensors_and_the_evaluate_tokens(
     tiny_shards, loaded, test_rows, tmp_path
 ):
-    """Batch size 1 makes tf.data pad each image only to pad_multiple, as predict does."""
+    """Batch size 1 makes tf.data pad each image only to pad_multiple, as predict does when not
+    padding to buckets."""
     model, vocab = loaded.model, loaded.vocab
     paths = shard_paths(tiny_shards / "shards", "test")
     data = dataset.make_dataset(
         paths, batch_size=1, pad_multiple=loaded.pad_multiple, with_ids=True
     )
-    cropped = predict.ModelInput.of(loaded, precropped=True)
+    cropped = replace(predict.ModelInput.of(loaded, precropped=True), pad_to_bucket=False)
     max_len = loaded.max_len
     by_id = {row["id"]: row for row in test_rows}
     for images, _, ids in data:
@@ -120,7 +122,10 @@ def test_shard_images_get_the_training_tensors_and_the_evaluate_tokens(
 
 def test_a_raw_rendered_page_is_cropped_like_the_crop_stage(raw_page, settings):
     row, page = raw_page
-    image = predict.prepare_image(page, settings)
+    image = predict.prepare_image(page, replace(settings, pad_to_bucket=False))
+    in_bucket = predict.prepare_image(page, settings)
+    np.testing.assert_array_equal(in_bucket[: image.shape[0], : image.shape[1]], image)
+    assert in_bucket[image.shape[0] :].max(initial=0) == 0 == in_bucket[:, image.shape[1] :].max()
     stage = crop.encode_png(crop.crop_image(page, settings.crop))
     expected = zero_padded(dataset.preprocess_png(stage), settings.pad_multiple)
     np.testing.assert_array_equal(image, expected)
@@ -335,9 +340,12 @@ def test_strips_images_pad_to_the_fixed_height_and_refuse_taller_ones():
     tall[2:30, 3:20] = 0
     buffer = io.BytesIO()
     Image.fromarray(short).save(buffer, format="PNG")
-    image = predict.prepare_image(buffer.getvalue(), settings)
+    image = predict.prepare_image(buffer.getvalue(), replace(settings, pad_to_bucket=False))
     assert image.shape == (16, 20, 1)
     assert image[:7, :17].min() == 1.0 and image[7:].max() == 0.0 == image[:, 17:].max()
+    in_bucket = predict.prepare_image(buffer.getvalue(), settings)  # the 32x192 bucket's width
+    assert in_bucket.shape == (16, 192, 1)
+    np.testing.assert_array_equal(in_bucket[:, :20], image)
     buffer = io.BytesIO()
     Image.fromarray(tall).save(buffer, format="PNG")
     message = "28x17 .* taller than the model's fixed height 16"
@@ -379,3 +387,32 @@ def test_only_regular_files_are_read_and_their_size_is_checked_first(
     assert by_path[str(huge)].error == "file is 1073741824 bytes, over the 64 MiB limit"
     assert by_path[str(good)].error is None and by_path[str(folder / "a.png")].error is None
     assert by_path[str(good)].latex == by_path[str(folder / "a.png")].latex
+
+
+def test_mixed_sizes_decode_in_full_batches_each_as_it_would_alone(
+    tiny_shards, loaded, test_rows, tmp_path, monkeypatch
+):
+    """Padding to buckets gives a few shapes, so a folder of mixed sizes fills its batches;
+    each image's result is still the one it gets decoded on its own."""
+    files = []
+    for i, row in enumerate(test_rows * 3):  # a larger folder, sizes in no particular order
+        files.append(tmp_path / f"{i:03d}.png")
+        files[-1].write_bytes(row["png"])
+    cropped = predict.ModelInput.of(loaded, precropped=True)
+    calls = []
+    real = predict.decode_batch
+    monkeypatch.setattr(
+        predict,
+        "decode_batch",
+        lambda m, images, s: calls.append(len(images)) or real(m, images, s),
+    )
+    batch = decoding(loaded, batch_size=8)
+    together = predict.predict_paths(files, loaded.model, loaded.vocab, cropped, batch)
+    shapes = {predict._read(f, cropped).shape for f in files}
+    assert len(calls) <= len(files) // 8 + len(shapes)  # full batches but one per shape
+    assert sum(calls) == len(files)
+    alone = [
+        predict.predict_paths([f], loaded.model, loaded.vocab, cropped, batch)[0] for f in files
+    ]
+    assert [p.latex for p in together] == [p.latex for p in alone]
+    assert all(p.error is None for p in together)
