@@ -14,18 +14,31 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-# amsmath keeps the kerns of nested accents in global macros, and some nestings (an accent
-# inside a \mathpalette inside another accent) read them before setting them: such a formula
-# fails alone but takes the kerns of an earlier formula in a batch. \freshformula puts them
-# back to a fresh document's state before every formula, so a batch renders what alone does.
+# A formula must render the same in a batch as alone, but TeX keeps some state from one
+# formula to the next that no formula sets on purpose:
+# - amsmath keeps the kerns of nested accents in global macros, and some nestings (an accent
+#   inside a \mathpalette inside another accent) read them before setting them, taking an
+#   earlier formula's values in a batch: \freshformula resets them before every formula;
+# - fonts load when first used, and a first use deep inside \boldsymbol or \mathchoice can fail
+#   ("Use of \reserved@a doesn't match its definition") where a later one does not: every
+#   document loads, in a box it throws away, each font and size the allow-list can select.
+# The render fuzz in tests/corpus/test_render.py found both.
 PREAMBLE = r"""\documentclass[12pt]{article}
 \usepackage{amsmath}
 \usepackage{amssymb}
 \pagestyle{empty}
 \makeatletter
+\newcommand\fontsample{x\textsf{x}\texttt{x}\textsl{x}\textsc{x}\textit{x}\textup{x}%
+\textbf{x\textsf{x}\texttt{x}\textsl{x}\textsc{x}\textit{x}}}
+\newcommand\mathsample{x\mathbb{x}\mathfrak{x}\mathcal{X}\mathsf{x}\mathtt{x}\mathit{x}%
+\mathbf{x}\boldsymbol{x}\pmb{x}\text{\fontsample}^{x^{x}}}
+\newcommand\fontwarmup{\@for\size:=tiny,scriptsize,footnotesize,small,normalsize,large,Large,%
+LARGE,huge,Huge\do{\csname\size\endcsname\fontsample$\mathsample$\boldmath$\mathsample$%
+\unboldmath}}
 \newcommand\freshformula{\global\let\macc@kerna\@undefined\global\let\macc@kernb\@undefined}
 \makeatother
 \begin{document}
+\setbox0\vbox{\fontwarmup}
 """
 
 

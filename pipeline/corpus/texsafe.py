@@ -384,6 +384,10 @@ _PICTURE_SAFE = (_TEXT_SAFE - {"\\\\"}) | _names(
     \setlength"""
 )
 
+#: Text accents built on TeX's \accent, which math mode refuses with an error every time
+#: ("Please use \mathaccent"); \b and \d build their own boxes and work in math.
+_TEXT_ONLY_ACCENTS = _names(_TEXT_ACCENTS) - {"\\b", "\\d"}
+
 #: Argument kinds typeset in text or picture mode, and the tokens they may hold.
 _TEXT_KINDS = {"t": _TEXT_SAFE, "T": _TEXT_SAFE, "p": _PICTURE_SAFE}
 
@@ -934,6 +938,7 @@ def _argument_problem(formula: _Formula) -> str | None:
     row_starts: set[int] = set()
     cell_starts = {k + 1 for k in formula.cell_breaks}
     copying: list[tuple[int, int]] = []  # the copying commands around: (argument end, doublings)
+    texts: list[int] = []  # where the text-mode arguments around end
     fast = not formula.strays
     pieces, last = formula.pieces, len(formula.pieces) - 1
     for i in _positions(pieces, _TAKES_ARGUMENTS):
@@ -955,6 +960,9 @@ def _argument_problem(formula: _Formula) -> str | None:
             return problem
         if _starts_rows(formula, i):
             row_starts.add(end)
+        problem = _mode_problem(formula, texts, i, end)
+        if problem:
+            return problem
         cost = BOX_COST.get(_construct(formula, i), 0)
         if cost:
             formula.boxes.append((i, formula.matches[i] if piece == "\\begin" else end, cost))
@@ -963,6 +971,22 @@ def _argument_problem(formula: _Formula) -> str | None:
             problem = _copy_nesting_problem(formula, copying, i, (end, doublings))
             if problem:
                 return problem
+    return None
+
+
+def _mode_problem(formula: _Formula, texts: list[int], i: int, end: int) -> str | None:
+    """Text accents only in text mode: in math TeX fails the formula anyway, after error
+    recovery that costs several errors per accent.  ``texts`` tracks the text arguments around
+    ``i``."""
+    while texts and texts[-1] <= i:
+        texts.pop()
+    piece = formula.pieces[i]
+    if piece in _TEXT_ONLY_ACCENTS and not texts:
+        return formula.refuse(i, "is a text accent, which TeX refuses in math: use \\text { }")
+    if piece == "\\begin" and _construct(formula, i) == "picture":
+        texts.append(formula.matches[i])
+    elif set(_ARGUMENTS.get(piece, "")) & set(_TEXT_KINDS):
+        texts.append(end)
     return None
 
 

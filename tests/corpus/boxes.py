@@ -56,13 +56,23 @@ def nested(construct: str, levels: int, inner: str = "x") -> str:
 #: Allowed constructs whose argument is text: only text may go inside them.
 TEXT = [name for name in ALLOWED if texsafe._ARGUMENTS.get(name) == "t"]
 MATH = [name for name in ALLOWED if name not in TEXT]
+ALLOWED_ENVS = texsafe.ALLOWED_ENVIRONMENTS
 
 
-def random_nesting(rng: random.Random, levels: int) -> str:
+#: Math constructs that cost texsafe more than one DVI level: chains of these reach its limit.
+COSTLY = [
+    name
+    for name in MATH
+    if (texsafe.BOX_COST.get(name, 0) > 1 or name in ALLOWED_ENVS)
+    and texsafe.check_formula(nested(name, 4)) is None  # not one of the copying commands
+]
+
+
+def random_nesting(rng: random.Random, levels: int, math: list[str] = MATH) -> str:
     """A chain of ``levels`` allowed constructs drawn at random, with a little beside each:
-    math constructs, then sometimes text ones (inside text, only text may follow)."""
+    ``math`` constructs, then sometimes text ones (inside text, only text may follow)."""
     in_text = rng.randrange(levels // 2, levels + 1)
-    chain = [rng.choice(MATH if level < in_text else TEXT) for level in range(levels)]
+    chain = [rng.choice(math if level < in_text else TEXT) for level in range(levels)]
     openers = [
         CONSTRUCTS[name][0]
         + rng.choice(["", " a +", " \\frac { 1 } { 2 } +"][: 1 + 2 * (name in MATH)])

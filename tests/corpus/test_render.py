@@ -267,10 +267,12 @@ def test_resume_rasterizing_pins_a_failure_only_on_the_first_page_of_a_run():
 def test_fuzz_deeply_nested_boxes_render_the_same_in_a_batch_and_alone(tmp_path):
     """Random chains of every box-drawing construct, near and past the limits: whatever
     texsafe accepts renders identically in a batch and alone, and nothing is lost to dvipng."""
-    rng = random.Random(10)
-    formulas = list(dict.fromkeys(boxes.random_nesting(rng, rng.randint(6, 30)) for _ in range(80)))
+    rng = random.Random(3)  # a seed that found a font-loading difference, before the warm-up
+    formulas = list(
+        dict.fromkeys(boxes.random_nesting(rng, rng.randint(6, 40)) for _ in range(150))
+    )
     accepted = [f for f in formulas if texsafe.check_formula(f) is None]
-    assert len(accepted) >= 20
+    assert len(accepted) >= 50
     settings = render.RenderSettings(dpi=40, batch_size=len(formulas), timeout_s=30)
     together = by_id(render.render_formulas(items(formulas), settings))
     renderer = render.BatchRenderer(settings, tmp_path)

@@ -244,6 +244,15 @@ def test_boxes_nested_deeper_than_dvipng_draws_are_refused() -> None:
     assert check_formula(nested("{ }", MAX_NESTING)) is None
 
 
+def test_text_accents_that_tex_refuses_in_math_are_refused_outside_text() -> None:
+    assert (
+        refused("\\' { e }")
+        == "\\' at token 1 is a text accent, which TeX refuses in math: use \\text { }"
+    )
+    assert check_formula("\\text { \\' { e } } + \\mbox { \\v { c } }") is None
+    assert check_formula("\\d { x } + \\b { y }") is None  # these two draw their own boxes
+
+
 def test_style_copying_commands_cannot_nest_deeply() -> None:
     # Each level of \pmb, \boldsymbol, \phantom, \sqrt[n] ... typesets its argument 4 times.
     assert check_formula(r"\pmb { \phantom { \sqrt [ 3 ] { x } } }") is None
