@@ -25,8 +25,10 @@ lint: deps
 bench: deps
 	$(BIN)/python benchmarks/render_throughput.py
 	$(BIN)/python benchmarks/box_depth.py
+	$(BIN)/python benchmarks/reliability.py
 	$(BIN)/python benchmarks/prepare_scale.py
 	$(BIN)/python benchmarks/decode_speed.py
+	$(BIN)/python benchmarks/predict_batching.py
 	$(BIN)/python benchmarks/determinism.py
 
 deps: tex $(VENV)/.installed
