@@ -8,6 +8,8 @@ Three variants share one encoder/decoder skeleton so that they can be compared o
   after every convolution, two stacked LSTMs whose initial states come from an MLP over the mean
   feature, and a deep output MLP. ``nopool`` attends over every location of the final map;
   ``strips`` attends over whole columns, which is why it needs a fixed canvas height.
+  ``SINGH_2018`` is the published graph itself (full-map attention and init, peephole LSTMs, two
+  deep output layers on a fixed framed canvas), exact to the paper's parameter counts.
 
 The decoder recurrence is a ``tf.while_loop`` inside a ``tf.function``, so teacher forcing,
 greedy decoding and beam search (``pipeline.model.beam``) run as one graph whatever the caller does;
@@ -30,8 +32,12 @@ from pipeline.contracts import PAD_ID as PAD
 from pipeline.contracts import START_ID as START
 from pipeline.contracts import UNK_ID as UNK
 from pipeline.model.beam import BeamResult, beam_search, check_arguments
+from pipeline.model.layers import FullMapAttention, PeepholeLSTMCell
 
 keras = tf.keras
+
+ATTENTIONS = ("bahdanau", "full_map")
+INIT_FROM = ("mean", "full_map")
 
 
 @dataclass(frozen=True)
@@ -53,6 +59,13 @@ class ModelConfig:
     # add the 2-D sinusoidal timing signal to the final map; None: the variant's own choice
     # (the notebook's seq2seq has it, Singh's models do not)
     timing_signal: bool | None = None
+    # Singh's published graph (see pipeline/model/layers.py); the defaults are our CPU models'
+    canvas_width: int | None = None  # fixed input width, with canvas_height: a fixed map size
+    frame: int = 0  # white pixels around the canvas that a VALID first convolution eats (0, 1)
+    attention: str = "bahdanau"  # or "full_map": the paper's MLP over the whole map
+    init_from: str = "mean"  # the init MLP reads the mean feature, or the "full_map"
+    peepholes: bool = False  # decoder LSTMs with peephole connections
+    deep_output_layers: int = 1  # tanh layers before the logits
 
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:
@@ -77,6 +90,33 @@ class ModelConfig:
                     f"strips needs canvas_height, a positive multiple of {self.size_multiple}, "
                     f"got {height}"
                 )
+        self._check_published_options()
+
+    def _check_published_options(self) -> None:
+        if self.attention not in ATTENTIONS or self.init_from not in INIT_FROM:
+            raise ValueError(
+                f"attention must be one of {ATTENTIONS} and init_from one of {INIT_FROM}, "
+                f"got {self.attention!r}, {self.init_from!r}"
+            )
+        if self.frame not in (0, 1) or self.deep_output_layers < 1:
+            raise ValueError(
+                f"frame must be 0 or 1 and deep_output_layers >= 1, "
+                f"got {self.frame}, {self.deep_output_layers}"
+            )
+        if "full_map" in (self.attention, self.init_from) and self.locations is None:
+            raise ValueError(
+                "full_map attention or init reads the whole feature map: it needs canvas_height "
+                f"and canvas_width, multiples of {self.size_multiple}"
+            )
+
+    @property
+    def locations(self) -> int | None:
+        """How many locations attention sees on the fixed canvas, or None without one."""
+        height, width, multiple = self.canvas_height, self.canvas_width, self.size_multiple
+        if height is None or width is None or height % multiple or width % multiple:
+            return None
+        columns = width // multiple
+        return columns if self.variant == "strips" else height // multiple * columns
 
     @property
     def has_timing_signal(self) -> bool:
@@ -92,7 +132,9 @@ class ModelConfig:
     @property
     def fixed_height(self) -> int | None:
         """The height every image must be padded to, or None where any height works."""
-        return self.canvas_height if self.variant == "strips" else None
+        if self.variant != "strips" or self.canvas_height is None:
+            return None
+        return self.canvas_height + 2 * self.frame
 
     @property
     def memory_dim(self) -> int:
@@ -178,6 +220,31 @@ _SINGH = {
     ),
 }
 _CANVAS = {"paper": 128, "small": 64, "tiny": 64}
+
+#: Singh 2018's published I2L-NOPOOL / I2L-STRIPS graph (for either variant): a 128 x 1088
+#: canvas in a 1-px frame, the full-map attention and init, peephole LSTMs, two deep output
+#: layers. With the paper's 339 tokens it has exactly Table 2's 61,235,049 (NOPOOL) and
+#: 70,984,635 (STRIPS) parameters (tests/model/test_networks.py). The ``paper`` presets do not
+#: use it yet: it needs every image on that fixed canvas, which the input pipeline does not
+#: make yet (issue 11).
+SINGH_2018: dict[str, Any] = dict(
+    encoder_filters=(64, 128, 256, 512, 512),
+    pools=5,
+    embedding_dim=64,
+    decoder_units=1500,
+    decoder_layers=2,
+    attention_units=256,
+    deep_output_units=358,
+    init_units=100,
+    l2=5e-5,
+    canvas_height=128,
+    canvas_width=1088,
+    frame=1,
+    attention="full_map",
+    init_from="full_map",
+    peepholes=True,
+    deep_output_layers=2,
+)
 _PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "seq2seq": _SEQ2SEQ,
     "nopool": _SINGH,
@@ -237,8 +304,9 @@ class ConvEncoder(keras.layers.Layer):
         self.config = config
         activation = "relu" if config.variant == "seq2seq" else "tanh"
         for i, filters in enumerate(config.encoder_filters):
+            padding = "valid" if i == 0 and config.frame else "same"  # VALID eats the frame
             conv = keras.layers.Conv2D(
-                filters, 3, padding="same", activation=activation, name=f"conv{i}"
+                filters, 3, padding=padding, activation=activation, name=f"conv{i}"
             )
             setattr(self, f"conv{i}", conv)  # named attributes: tf.train.Checkpoint skips lists
         self.pool = keras.layers.MaxPooling2D(2, name="pool")
@@ -301,10 +369,16 @@ class AttentionDecoder(keras.layers.Layer):
         units = config.decoder_units
         dense = keras.layers.Dense
         self.embedding = keras.layers.Embedding(vocab_size, config.embedding_dim, name="embedding")
-        self.attention_memory = dense(config.attention_units, use_bias=False, name="att_memory")
-        self.attention_query = dense(config.attention_units, name="att_query")
-        self.attention_score = dense(1, use_bias=False, name="att_score")
-        cell = keras.layers.LSTMCell if self.singh else keras.layers.GRUCell
+        if config.attention == "full_map":
+            assert config.locations is not None  # ModelConfig checks it
+            self.full_attention = FullMapAttention(
+                config.attention_units, config.locations, config.memory_dim, name="att_full"
+            )
+        else:
+            self.attention_memory = dense(config.attention_units, use_bias=False, name="att_memory")
+            self.attention_query = dense(config.attention_units, name="att_query")
+            self.attention_score = dense(1, use_bias=False, name="att_score")
+        cell = _cell_type(config)
         for i in range(config.decoder_layers):
             setattr(self, f"rnn{i}", cell(units, name=f"rnn{i}"))  # not a list: see ConvEncoder
         if self.singh:
@@ -314,6 +388,9 @@ class AttentionDecoder(keras.layers.Layer):
             )
         deep_activation = "tanh" if self.singh else None  # the notebook's fc1 is linear
         self.deep_output = dense(config.deep_output_units, deep_activation, name="deep_output")
+        for i in range(1, config.deep_output_layers):
+            layer = dense(config.deep_output_units, deep_activation, name=f"deep_output_{i + 1}")
+            setattr(self, f"deep_output_{i + 1}", layer)
         self.logits = dense(vocab_size, dtype="float32", name="logits")
         self.dropout = keras.layers.Dropout(config.dropout) if config.dropout else None
         self._build_sublayers()
@@ -323,22 +400,42 @@ class AttentionDecoder(keras.layers.Layer):
         """Create every variable now: none may be created inside the compiled recurrence."""
         config, units = self.config, self.config.decoder_units
         self.embedding.build(None)
-        self.attention_memory.build((None, config.memory_dim))
-        self.attention_query.build((None, units))
-        self.attention_score.build((None, config.attention_units))
+        if config.attention == "full_map":
+            self.full_attention.build_query(units)
+        else:
+            self.attention_memory.build((None, config.memory_dim))
+            self.attention_query.build((None, units))
+            self.attention_score.build((None, config.attention_units))
         in_dim = config.embedding_dim + config.memory_dim
         for cell in self.cells:
             cell.build((None, in_dim))
             in_dim = units
         if self.singh:
-            self.init_hidden.build((None, config.memory_dim))
+            init_in = config.memory_dim
+            if config.init_from == "full_map":
+                assert config.locations is not None  # ModelConfig checks it
+                init_in *= config.locations
+            self.init_hidden.build((None, init_in))
             self.init_state.build((None, config.init_units))
             deep_in = config.embedding_dim + units + config.memory_dim
         else:
             deep_in = units
-        self.deep_output.build((None, deep_in))
+        for layer in self.deep_outputs:
+            layer.build((None, deep_in))
+            deep_in = config.deep_output_units
         self.logits.build((None, config.deep_output_units))
         self.built = True
+
+    @property
+    def deep_outputs(self) -> list[keras.layers.Layer]:
+        extra = range(2, self.config.deep_output_layers + 1)
+        return [self.deep_output] + [getattr(self, f"deep_output_{i}") for i in extra]
+
+    def attention_keys(self, memory: tf.Tensor) -> tf.Tensor:
+        """What attention computes from the memory once per image, not once per step."""
+        if self.config.attention == "full_map":
+            return self.full_attention.keys(memory)
+        return self.attention_memory(memory)
 
     @property
     def cells(self) -> list[keras.layers.Layer]:
@@ -348,7 +445,7 @@ class AttentionDecoder(keras.layers.Layer):
         memory, tokens_in = inputs
         embedded = self._drop(self._embed(tokens_in), training)
         outputs, contexts = self._recur_graph(
-            memory, self.attention_memory(memory), embedded, self.initial_state(memory)
+            memory, self.attention_keys(memory), embedded, self.initial_state(memory)
         )
         return self.output_logits(embedded, outputs, contexts, training)
 
@@ -364,14 +461,21 @@ class AttentionDecoder(keras.layers.Layer):
         if not self.singh:
             zeros = tf.zeros([batch, units], self.compute_dtype)
             return [[zeros] for _ in self.cells]
-        flat = self.init_state(self.init_hidden(tf.reduce_mean(memory, axis=1)))
+        if self.config.init_from == "full_map":
+            summary = tf.reshape(memory, [batch, -1])
+        else:
+            summary = tf.reduce_mean(memory, axis=1)
+        flat = self.init_state(self.init_hidden(summary))
         parts = tf.split(flat, 2 * len(self.cells), axis=-1)
         return [[parts[2 * i], parts[2 * i + 1]] for i in range(len(self.cells))]
 
     def attend(
         self, memory: tf.Tensor, keys: tf.Tensor, query: tf.Tensor
     ) -> tuple[tf.Tensor, tf.Tensor]:
-        """Bahdanau scores v.tanh(W m + U s); softmax in float32 so fp16 cannot break it."""
+        """Bahdanau scores v.tanh(W m + U s) (or the full-map MLP's); softmax in float32 so
+        fp16 cannot break it."""
+        if self.config.attention == "full_map":
+            return self.full_attention.attend(memory, keys, query)
         hidden = tf.tanh(keys + self.attention_query(query)[:, None, :])
         scores = tf.cast(self.attention_score(hidden)[..., 0], tf.float32)
         weights = tf.nn.softmax(scores, axis=-1)
@@ -398,7 +502,9 @@ class AttentionDecoder(keras.layers.Layer):
             features = tf.concat([embedded, outputs, tf.cast(contexts, outputs.dtype)], axis=-1)
         else:
             features = outputs
-        return self.logits(self._drop(self.deep_output(features), training))
+        for layer in self.deep_outputs:
+            features = layer(features)
+        return self.logits(self._drop(features, training))
 
     def _recur(
         self, memory: tf.Tensor, keys: tf.Tensor, embedded: tf.Tensor, state: State
@@ -433,7 +539,7 @@ class AttentionDecoder(keras.layers.Layer):
     def greedy(self, memory: tf.Tensor, max_len: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """Argmax feedback from ``<s>``; a row emits 0 (and zero attention) after its ``</s>``."""
         batch = tf.shape(memory)[0]
-        keys = self.attention_memory(memory)
+        keys = self.attention_keys(memory)
         tokens = tf.TensorArray(tf.int32, size=0, dynamic_size=True, element_shape=[None])
         weights = tf.TensorArray(tf.float32, size=0, dynamic_size=True, element_shape=[None, None])
 
@@ -477,7 +583,7 @@ class AttentionDecoder(keras.layers.Layer):
         def tile(x: tf.Tensor) -> tf.Tensor:
             return tf.repeat(x, beam_width, axis=0)
 
-        keys = tile(self.attention_memory(memory))  # project once per row, not once per beam
+        keys = tile(self.attention_keys(memory))  # project once per row, not once per beam
         tiled = tile(memory)
 
         def step_fn(tokens: tf.Tensor, state: State) -> tuple[tf.Tensor, tf.Tensor, State]:
@@ -497,6 +603,12 @@ class AttentionDecoder(keras.layers.Layer):
             start_id=START,
             end_id=END,
         )
+
+
+def _cell_type(config: ModelConfig) -> type:
+    if config.variant == "seq2seq":
+        return keras.layers.GRUCell
+    return PeepholeLSTMCell if config.peepholes else keras.layers.LSTMCell
 
 
 class FormulaModel(keras.Model):

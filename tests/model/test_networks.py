@@ -386,3 +386,87 @@ def test_mixed_precision_train_step_under_mirrored_strategy() -> None:
     step = tf.function(lambda i, t: strategy.run(replica_step, args=(i, t)))
     losses = [float(step(images, tokens)) for _ in range(5)]
     assert all(np.isfinite(losses)) and losses[-1] < losses[0]
+
+
+# --- Singh 2018's published graph -----------------------------------------------------------
+
+PAPER_TOKENS = 339  # I2L-140K: 338 tokens with start and end, plus the CTC blank it reserved
+
+
+@pytest.mark.parametrize(
+    ("variant", "parts", "total"),
+    [
+        ("nopool", (18_263_632, 12_466_500, 993_789), 61_235_049),
+        ("strips", (18_247_330, 21_682_500, 1_543_677), 70_984_635),
+    ],
+)
+def test_the_published_graph_has_table_2s_parameter_counts(variant, parts, total) -> None:
+    """Singh 2018, Table 2, part by part; the parts differ between the variants only where the
+    attended location's size (512 or 2048) or count (136 or 34) enters."""
+    model = networks.build_model(
+        networks.ModelConfig(variant=variant, **networks.SINGH_2018), PAPER_TOKENS
+    )
+    decoder = model.decoder
+    attention, first_lstm, deep_output = parts
+    assert model.encoder.count_params() == 3_909_632
+    assert decoder.embedding.count_params() == 21_696
+    assert decoder.init_hidden.count_params() + decoder.init_state.count_params() == 7_569_300
+    assert decoder.full_attention.count_params() == attention
+    assert [cell.count_params() for cell in decoder.cells] == [first_lstm, 18_010_500]
+    deep = sum(layer.count_params() for layer in [*decoder.deep_outputs, decoder.logits])
+    assert deep == deep_output
+    assert model.count_params() == total
+
+
+def published_tiny(variant: str) -> networks.ModelConfig:
+    """The published graph's structure at CPU-test sizes: a 64 x 128 canvas in its frame."""
+    sizes = dict(
+        encoder_filters=(4, 4, 8, 8, 8),
+        embedding_dim=8,
+        decoder_units=16,
+        attention_units=8,
+        deep_output_units=12,
+        init_units=6,
+        canvas_height=64,
+        canvas_width=128,
+    )
+    return networks.ModelConfig(variant=variant, **(networks.SINGH_2018 | sizes))
+
+
+@pytest.mark.parametrize("variant", ["nopool", "strips"])
+def test_the_published_graph_trains_and_decodes(variant) -> None:
+    config = published_tiny(variant)
+    model = networks.build_model(config, VOCAB)
+    assert config.locations == (8 if variant == "nopool" else 4)
+    images = np.random.default_rng(0).random((2, 66, 130, 1)).astype(np.float32)  # framed
+    tokens = np.array([[START, 5, 6, END, PAD], [START, 7, 8, 9, END]], np.int32)
+    optimizer = keras.optimizers.Adam(0.01)
+    losses = []
+    for _ in range(5):
+        with tf.GradientTape() as tape:
+            logits = model((images, tokens[:, :-1]), training=True)
+            loss = networks.masked_loss(tokens[:, 1:], logits)
+        grads = tape.gradient(loss, model.trainable_variables)
+        assert all(g is not None for g in grads)
+        optimizer.apply(grads, model.trainable_variables)
+        losses.append(float(loss))
+    assert losses[-1] < losses[0]
+    ids, attention = model.greedy_decode(images, 6)
+    assert ids.shape == (2, 6) and attention.shape == (2, 6, config.locations)
+    beam_ids, _, _ = model.beam_decode(images, 6, beam_width=1)
+    np.testing.assert_array_equal(beam_ids, ids)
+
+
+def test_a_peephole_cell_has_4n_in_plus_n_plus_7n_parameters_and_remembers_at_first() -> None:
+    cell = networks.PeepholeLSTMCell(5, name="cell")
+    cell.build((None, 3))
+    assert cell.count_params() == 4 * 5 * (3 + 5) + 4 * 5 + 3 * 5
+    np.testing.assert_array_equal(cell.bias.numpy()[5:10], 1.0)  # the forget gate's
+    h, (h2, c) = cell(tf.ones([2, 3]), [tf.zeros([2, 5]), tf.ones([2, 5])])
+    np.testing.assert_array_equal(h, h2)
+    assert c.shape == (2, 5)
+
+
+def test_full_map_attention_needs_a_fixed_canvas() -> None:
+    with pytest.raises(ValueError, match="needs canvas_height and canvas_width"):
+        networks.ModelConfig(variant="nopool", **(networks.SINGH_2018 | {"canvas_width": None}))
