@@ -30,6 +30,7 @@ def test_batches(exported: bundle.Bundle, shards: Path, batch_size: int, limit: 
         batch_size=batch_size,
         pad_multiple=exported.pad_multiple,
         fixed_height=exported.fixed_height,
+        canvas=exported.canvas,
     )
     batches, seen = [], 0
     for images, _ in data:

@@ -66,6 +66,10 @@ class Bundle:
     def fixed_height(self) -> int | None:
         return self.model.config.fixed_height
 
+    @property
+    def canvas(self) -> tuple[int, int, int] | None:
+        return self.model.config.canvas
+
 
 def export(
     folder: Path,
@@ -135,6 +139,9 @@ def load(folder: Path) -> Bundle:
 
 
 def _blank_batch(model_config: networks.ModelConfig) -> tuple[tf.Tensor, tf.Tensor]:
+    if model_config.canvas is not None:  # the whole framed canvas: attention reads all of it
+        height, width, frame = model_config.canvas
+        return tf.zeros([1, height + 2 * frame, width + 2 * frame, 1]), tf.ones([1, 2], tf.int32)
     multiple = model_config.size_multiple
     height = model_config.fixed_height or multiple
     return tf.zeros([1, height, multiple, 1]), tf.ones([1, 2], tf.int32)

@@ -4,7 +4,8 @@ Contract with the models: ``images`` float32 [B, H, W, 1] with 1 = ink and 0 = b
 that zero padding is background; H and W are multiples of ``pad_multiple`` (the model's total
 pooling, so no feature map is cut), or H is exactly ``fixed_height`` when given. ``tokens`` int32
 [B, T] = ``<s> t1..tn </s>`` then 0 (``<pad>``) up to the batch's longest. Images sit at the
-top-left, padded bottom and right.
+top-left, padded bottom and right, except on a model's fixed ``canvas`` (Singh 2018's published
+input), where each is centred and framed, and H and W are the framed canvas's.
 
 Streaming, not in-memory: rows come from pyarrow's record-batch iterator through
 ``from_generator``, one shard file at a time, so memory holds a few files' worth of compressed
@@ -36,12 +37,17 @@ from PIL import Image
 from pipeline.contracts import END_ID, START_ID
 
 READ_BATCH_ROWS = 1024  # rows per Python -> tf hand-over: one Python call per this many rows
-COLUMNS = ["id", "png", "height", "bucket", "tokens"]
+COLUMNS = ["id", "png", "height", "width", "bucket", "tokens"]
+
+#: A fixed input geometry: (height, width, frame), every image centred on a canvas of height x
+#: width, inside a frame of that many background pixels (Singh 2018's published input).
+Canvas = tuple[int, int, int]
 
 _ROW_SPEC = (
     tf.TensorSpec([None], tf.string),  # id
     tf.TensorSpec([None], tf.string),  # png
     tf.TensorSpec([None], tf.int32),  # height
+    tf.TensorSpec([None], tf.int32),  # width
     tf.TensorSpec([None], tf.int32),  # bucket
     tf.RaggedTensorSpec([None, None], tf.int32, ragged_rank=1),  # tokens
 )
@@ -52,15 +58,27 @@ def count_rows(paths: Sequence[Path]) -> int:
     return sum(pq.ParquetFile(p).metadata.num_rows for p in paths)
 
 
-def excluded_by_height(paths: Sequence[Path], fixed_height: int | None) -> int:
-    """Rows that ``make_dataset(..., fixed_height=...)`` leaves out, so callers can report them."""
+def excluded_by_height(
+    paths: Sequence[Path], fixed_height: int | None, canvas: Canvas | None = None
+) -> int:
+    """Rows that ``make_dataset`` leaves out (taller than ``fixed_height``, or not fitting the
+    ``canvas``), so callers can report them."""
+    if canvas is not None:
+        height, width, _ = canvas
+        too_big = lambda t: pc.or_(_over(t, "height", height), _over(t, "width", width))  # noqa: E731
+        return sum(_count(p, too_big) for p in paths)
     if fixed_height is None:
         return 0
-    return sum(int(pc.sum(pc.greater(_heights(p), fixed_height)).as_py() or 0) for p in paths)
+    return sum(_count(p, lambda t: _over(t, "height", fixed_height)) for p in paths)
 
 
-def _heights(path: Path) -> pa.ChunkedArray:
-    return pq.read_table(path, columns=["height"]).column("height")
+def _over(table: pa.Table, column: str, limit: int) -> pa.ChunkedArray:
+    return pc.greater(table.column(column), limit)
+
+
+def _count(path: Path, test) -> int:
+    table = pq.read_table(path, columns=["height", "width"])
+    return int(pc.sum(test(table)).as_py() or 0)
 
 
 def preprocess_png(png_bytes: bytes) -> np.ndarray:
@@ -85,6 +103,7 @@ def make_dataset(
     batch_size: int,
     pad_multiple: int,
     fixed_height: int | None = None,
+    canvas: Canvas | None = None,
     shuffle: bool = False,
     seed: int = 0,
     repeat: bool = False,
@@ -95,17 +114,29 @@ def make_dataset(
     """Batches of ``(images, tokens)`` (plus ``ids`` [B] strings when ``with_ids``).
 
     Without ``repeat`` and ``drop_remainder``, one pass yields every row exactly once, except
-    rows taller than ``fixed_height`` (see ``excluded_by_height``). ``shuffle`` permutes the file
-    order each epoch and mixes rows through a ``shuffle_buffer``-row buffer of still-compressed
-    PNGs; both are seeded, so a given seed gives the same batches every run.
+    rows taller than ``fixed_height`` or not fitting the ``canvas`` (see ``excluded_by_height``).
+    With a canvas every image is centred on it, framed, and ``pad_multiple`` plays no part.
+    ``shuffle`` permutes the file order each epoch and mixes rows through a
+    ``shuffle_buffer``-row buffer of still-compressed PNGs; both are seeded, so a given seed
+    gives the same batches every run.
     """
-    _check_args(paths, batch_size, pad_multiple, fixed_height)
+    _check_args(paths, batch_size, pad_multiple, None if canvas else fixed_height)
+    if canvas is not None and excluded_by_height(paths, None, canvas) == count_rows(paths):
+        raise ValueError(f"no row fits the canvas {canvas[0]}x{canvas[1]}")  # repeat would hang
     rows = _rows(paths, shuffle=shuffle, seed=seed, repeat=repeat)
     if shuffle:
         rows = rows.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    if fixed_height is not None:
+    if canvas is not None:
+        height, width, frame = canvas
+        rows = rows.filter(
+            lambda row: tf.logical_and(row["height"] <= height, row["width"] <= width)
+        )
+        fixed_height, pad_multiple = height + 2 * frame, 1
+    elif fixed_height is not None:
         rows = rows.filter(lambda row: row["height"] <= fixed_height)
     rows = rows.map(_decode, num_parallel_calls=tf.data.AUTOTUNE)
+    if canvas is not None:
+        rows = rows.map(_centred(canvas), num_parallel_calls=tf.data.AUTOTUNE)
     batches = rows.group_by_window(
         key_func=lambda row: tf.cast(row["bucket"], tf.int64),
         reduce_func=_batcher(batch_size, fixed_height, drop_remainder),
@@ -149,7 +180,7 @@ def _rows(paths: Sequence[Path], *, shuffle: bool, seed: int, repeat: bool) -> t
         rows = files.interleave(read, cycle_length=min(len(paths), 4), block_length=16)
     else:
         rows = files.flat_map(read)
-    keys = ("id", "png", "height", "bucket", "tokens")
+    keys = ("id", "png", "height", "width", "bucket", "tokens")
     return rows.map(lambda *columns: dict(zip(keys, columns, strict=True)))
 
 
@@ -161,6 +192,7 @@ def _read_shard(path: bytes) -> Iterator[tuple]:
             batch.column("id").to_numpy(zero_copy_only=False).astype(object),
             batch.column("png").to_numpy(zero_copy_only=False).astype(object),
             batch.column("height").to_numpy().astype(np.int32),
+            batch.column("width").to_numpy().astype(np.int32),
             batch.column("bucket").to_numpy().astype(np.int32),
             tf.RaggedTensor.from_row_lengths(
                 tokens.flatten().to_numpy().astype(np.int32),
@@ -174,6 +206,20 @@ def _decode(row: dict) -> dict:
     gray = tf.io.decode_png(row["png"], channels=1, dtype=tf.uint8)
     tokens = tf.concat([[START_ID], row["tokens"], [END_ID]], axis=0)
     return {"ink": 255 - gray, "tokens": tokens, "id": row["id"], "bucket": row["bucket"]}
+
+
+def _centred(canvas: Canvas):
+    """Centre the ink on the canvas (the odd pixel below and right), then frame it."""
+    height, width, frame = canvas
+
+    def centre(row: dict) -> dict:
+        ink = row["ink"]
+        spare_h, spare_w = height - tf.shape(ink)[0], width - tf.shape(ink)[1]
+        top, left = spare_h // 2, spare_w // 2
+        padding = [[frame + top, frame + spare_h - top], [frame + left, frame + spare_w - left]]
+        return row | {"ink": tf.pad(ink, padding + [[0, 0]])}
+
+    return centre
 
 
 def _batcher(batch_size: int, fixed_height: int | None, drop_remainder: bool):

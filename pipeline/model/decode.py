@@ -65,9 +65,11 @@ def decode_split(
         batch_size=settings.batch_size,
         pad_multiple=exported.pad_multiple,
         fixed_height=exported.fixed_height,
+        canvas=exported.canvas,
         with_ids=True,
     )
-    rows = dataset.count_rows(paths) - dataset.excluded_by_height(paths, exported.fixed_height)
+    left_out = dataset.excluded_by_height(paths, exported.fixed_height, exported.canvas)
+    rows = dataset.count_rows(paths) - left_out
     progress = ProgressLog(f"evaluate: decoding ({settings.name})", rows, "images")
     out = Decoded()
     for images, _, ids in data:

@@ -110,6 +110,13 @@ class ModelConfig:
             )
 
     @property
+    def canvas(self) -> tuple[int, int, int] | None:
+        """(height, width, frame) of the fixed canvas every image is centred on, if any."""
+        if self.canvas_height is None or self.canvas_width is None:
+            return None
+        return self.canvas_height, self.canvas_width, self.frame
+
+    @property
     def locations(self) -> int | None:
         """How many locations attention sees on the fixed canvas, or None without one."""
         height, width, multiple = self.canvas_height, self.canvas_width, self.size_multiple
@@ -181,17 +188,6 @@ _SEQ2SEQ = {
     ),
 }
 _SINGH = {
-    "paper": dict(
-        encoder_filters=(64, 128, 256, 512, 512),
-        pools=5,
-        embedding_dim=64,
-        decoder_units=1500,
-        decoder_layers=2,
-        attention_units=512,
-        deep_output_units=512,
-        init_units=512,
-        l2=5e-5,
-    ),
     "small": dict(
         encoder_filters=(16, 32, 64, 128, 128),
         # Four pools, not the paper's five: our images are downsampled to ~100 dpi, where a
@@ -219,14 +215,13 @@ _SINGH = {
         l2=0.0,
     ),
 }
-_CANVAS = {"paper": 128, "small": 64, "tiny": 64}
+_CANVAS = {"small": 64, "tiny": 64}
 
 #: Singh 2018's published I2L-NOPOOL / I2L-STRIPS graph (for either variant): a 128 x 1088
 #: canvas in a 1-px frame, the full-map attention and init, peephole LSTMs, two deep output
 #: layers. With the paper's 339 tokens it has exactly Table 2's 61,235,049 (NOPOOL) and
-#: 70,984,635 (STRIPS) parameters (tests/model/test_networks.py). The ``paper`` presets do not
-#: use it yet: it needs every image on that fixed canvas, which the input pipeline does not
-#: make yet (issue 11).
+#: 70,984,635 (STRIPS) parameters (tests/model/test_networks.py). It is the ``paper`` preset of
+#: both; the input pipeline and predict centre every image on its canvas.
 SINGH_2018: dict[str, Any] = dict(
     encoder_filters=(64, 128, 256, 512, 512),
     pools=5,
@@ -247,8 +242,11 @@ SINGH_2018: dict[str, Any] = dict(
 )
 _PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "seq2seq": _SEQ2SEQ,
-    "nopool": _SINGH,
-    "strips": {name: {**sizes, "canvas_height": _CANVAS[name]} for name, sizes in _SINGH.items()},
+    "nopool": {**_SINGH, "paper": SINGH_2018},
+    "strips": {
+        **{name: {**sizes, "canvas_height": _CANVAS[name]} for name, sizes in _SINGH.items()},
+        "paper": SINGH_2018,
+    },
 }
 
 

@@ -66,6 +66,7 @@ class ModelInput:
     dpi: int
     precropped: bool = False
     pad_to_bucket: bool = True
+    canvas: tuple[int, int, int] | None = None  # (height, width, frame): centred, as training
 
     @classmethod
     def of(cls, exported: bundle.Bundle, precropped: bool = False) -> ModelInput:
@@ -75,6 +76,7 @@ class ModelInput:
             exported.fixed_height,
             exported.preprocessing.dpi,
             precropped,
+            canvas=exported.canvas,
         )
 
 
@@ -107,6 +109,8 @@ def prepare_image(data: bytes, settings: ModelInput) -> np.ndarray:
     if cropped is None:
         raise ImageError("no ink: the image is blank (every pixel is near-white)")
     bucket = _check_size(cropped.height, cropped.width, settings)
+    if settings.canvas is not None:
+        return centre_on_canvas(_to_ink(cropped), settings.canvas)
     at_least = bucket if settings.pad_to_bucket else (0, 0)
     return pad_image(_to_ink(cropped), settings.pad_multiple, settings.fixed_height, at_least)
 
@@ -161,6 +165,10 @@ def _check_size(height: int, width: int, settings: ModelInput) -> tuple[int, int
     Returns the smallest bucket that holds the image."""
     size = f"image is {height}x{width} (height x width) after cropping and downsampling"
     hint = f" (the model was trained on formulas rendered at {settings.dpi} dpi)"
+    if settings.canvas is not None:
+        canvas_h, canvas_w, _ = settings.canvas
+        if height > canvas_h or width > canvas_w:
+            raise ImageError(f"{size}, larger than the model's canvas {canvas_h}x{canvas_w}{hint}")
     fixed = settings.fixed_height
     if fixed is not None and height > fixed:
         raise ImageError(f"{size}, taller than the model's fixed height {fixed}{hint}")
@@ -182,6 +190,15 @@ def _limits(buckets: list[tuple[int, int]]) -> str:
 def _to_ink(image: Image.Image) -> np.ndarray:
     """The dataset's own arithmetic on the cropped image: what the shards' PNGs decode to."""
     return ink_from_gray(np.asarray(image))
+
+
+def centre_on_canvas(ink: np.ndarray, canvas: tuple[int, int, int]) -> np.ndarray:
+    """The ink centred on the canvas (the odd pixel below and right), framed: as tf.data does."""
+    height, width, frame = canvas
+    spare_h, spare_w = height - ink.shape[0], width - ink.shape[1]
+    top, left = spare_h // 2, spare_w // 2
+    padding = [(frame + top, frame + spare_h - top), (frame + left, frame + spare_w - left), (0, 0)]
+    return np.pad(ink, padding)
 
 
 def pad_image(

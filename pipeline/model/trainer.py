@@ -80,6 +80,7 @@ class Trainer:
         self.shards = Path(shards)
         self.pad_multiple = self.config.size_multiple
         self.fixed_height = self.config.fixed_height
+        self.canvas = self.config.canvas
         self.key = run_key(model_settings, settings, data_digest(self.shards, self.vocab_path))
         self.train_paths = shard_paths(self.shards, "train")
         self.val_paths = shard_paths(self.shards, "validation")
@@ -101,7 +102,7 @@ class Trainer:
         used = 0
         for split, paths in (("train", self.train_paths), ("validation", self.val_paths)):
             rows = dataset.count_rows(paths)
-            left_out = dataset.excluded_by_height(paths, self.fixed_height)
+            left_out = dataset.excluded_by_height(paths, self.fixed_height, self.canvas)
             log.info(
                 "train: %s %d rows in, %d taller than the canvas left out", split, rows, left_out
             )
@@ -157,6 +158,7 @@ class Trainer:
             batch_size=self.settings.batch_size,
             pad_multiple=self.pad_multiple,
             fixed_height=self.fixed_height,
+            canvas=self.canvas,
             shuffle=True,
             seed=self.settings.seed + epoch,
             drop_remainder=self.strategy.num_replicas_in_sync > 1,
@@ -169,6 +171,7 @@ class Trainer:
             batch_size=self.settings.batch_size,
             pad_multiple=self.pad_multiple,
             fixed_height=self.fixed_height,
+            canvas=self.canvas,
         )
 
     # -- steps ------------------------------------------------------------------------------

@@ -73,10 +73,17 @@ def test_paper_presets_have_published_sizes() -> None:
         assert singh.pools == 5
         assert (singh.decoder_units, singh.decoder_layers, singh.embedding_dim) == (1500, 2, 64)
         assert singh.l2 == pytest.approx(5e-5)
+        assert singh == networks.ModelConfig(
+            variant=variant, timing_signal=None, **networks.SINGH_2018
+        )
+        assert singh.canvas == (128, 1088, 1)  # centred on the canvas, in a 1-px frame
     strips = model_config({"variant": "strips", "preset": "paper"})
-    assert strips.canvas_height == strips.fixed_height == 128
+    assert strips.fixed_height == 130
     assert strips.memory_dim == 4 * 512  # a column of the 4 x 34 x 512 map at 128 x 1088
-    assert model_config({"variant": "nopool", "preset": "paper"}).fixed_height is None
+    assert (strips.locations, model_config({"variant": "nopool", "preset": "paper"}).locations) == (
+        34,
+        136,
+    )
 
 
 def test_overrides_are_coerced_and_pools_follow_filters() -> None:

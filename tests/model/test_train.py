@@ -12,11 +12,13 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
 from pipeline import config
 from pipeline.config import ModelSettings, TrainSettings
-from pipeline.model import bundle
+from pipeline.contracts import shard_paths
+from pipeline.model import bundle, decode, predict
 from pipeline.model.trainer import Trainer, restore_curves, run_key
 from tests.conftest import (
     TINY_PREPROCESSING,
@@ -197,3 +199,45 @@ def test_restored_curves_stop_where_the_checkpoint_does(tmp_path):
     restored = (live / "plots" / "metrics" / "loss.tsv").read_text().splitlines()
     assert restored == ["timestamp\tstep\tloss", "100\t0\t0.0", "101\t1\t0.1"]
     assert not restore_curves(tmp_path / "nothing", live, 2)
+
+
+# The published graph (the paper preset) at CPU-test sizes: the 128 x 1088 canvas in its frame
+PAPER_SHAPED = {
+    "preset": "paper",
+    "timing_signal": None,
+    "encoder_filters": [4, 4, 8, 8, 8],
+    "embedding_dim": 8,
+    "decoder_units": 16,
+    "attention_units": 8,
+    "deep_output_units": 12,
+    "init_units": 6,
+}
+
+
+@pytest.mark.parametrize("variant", ["nopool", "strips"])
+def test_the_paper_preset_trains_on_its_canvas_and_predicts_like_evaluate(
+    variant, tiny_shards, tmp_path
+):
+    """Every image centred on the 128 x 1088 canvas in a 1-px frame, in training, in evaluate's
+    decoding and in predict, which agree image by image."""
+    settings = tiny_settings(variant, max_steps=4)
+    settings["model"] = {"variant": variant, **PAPER_SHAPED}
+    cmd = train_command(tiny_shards, tmp_path, variant)
+    cmd[cmd.index("--settings") + 1] = json.dumps(settings)
+    log = run_train(cmd, tmp_path)
+    assert "train 0" not in log and "done at step 4" in log
+    exported = bundle.load(tmp_path / "model")
+    assert exported.canvas == (128, 1088, 1)
+    test_paths = shard_paths(tiny_shards / "shards", "test")
+    one_by_one = decode.DecodeSettings(exported.max_len, beam_width=1, batch_size=1)
+    expected = decode.decode_split(exported, test_paths, one_by_one).predictions
+    rows = [r for p in test_paths for r in pq.read_table(p, columns=["id", "png"]).to_pylist()]
+    files = []
+    for row in rows:
+        files.append(tmp_path / f"{row['id']}.png")
+        files[-1].write_bytes(row["png"])
+    settings_in = predict.ModelInput.of(exported, precropped=True)
+    image = predict.prepare_image(rows[0]["png"], settings_in)
+    assert image.shape == (130, 1090, 1)
+    got = predict.predict_paths(files, exported.model, exported.vocab, settings_in, one_by_one)
+    assert [p.latex for p in got] == [expected[row["id"]] for row in rows]
