@@ -10,7 +10,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 TEX_PACKAGES := texlive-latex-base texlive-fonts-recommended dvipng poppler-utils
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: run test deps tex lint bench clean
+.PHONY: run test deps tex lint bench clean paper
 
 run: deps
 	dvc repro
@@ -30,6 +30,11 @@ bench: deps
 	$(BIN)/python benchmarks/decode_speed.py
 	$(BIN)/python benchmarks/predict_batching.py
 	$(BIN)/python benchmarks/determinism.py
+
+# Singh 2018's recipe (recipes/singh2018.yaml) as one experiment: `make paper`, then
+# `dvc exp show`. Days on GPUs; on a CPU only a smoke test (add e.g. -S train.max_steps=5).
+paper: deps
+	eval dvc exp run -n singh2018 $$($(BIN)/python -m pipeline recipe recipes/singh2018.yaml) $(EXTRA)
 
 deps: tex $(VENV)/.installed
 

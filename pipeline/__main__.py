@@ -20,6 +20,7 @@ COMMANDS = {
     "train": "pipeline.model.train",
     "evaluate": "pipeline.evaluation.evaluate",
     "predict": "pipeline.model.predict",
+    "recipe": "pipeline.recipe",
 }
 
 

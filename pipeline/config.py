@@ -167,7 +167,7 @@ class TrainSettings:
     final_lr_fraction: float = 0.05  # cosine: the last rate, as a fraction of the peak
     beta_1: float = 0.9
     beta_2: float = 0.999
-    clip_norm: float = 5.0
+    clip_norm: float = 5.0  # the gradients' global norm is clipped to this (0: not clipped)
     ema_decay: float = 0.995  # validate and export a moving average of the weights (0: off)
     checkpoint_every: int = 200
     patience: int = 4  # epochs without validation improvement before stopping
@@ -197,7 +197,7 @@ class TrainSettings:
         )
         for name in ("beta_1", "beta_2"):
             _require(0 <= getattr(self, name) < 1, name, getattr(self, name), "must be in [0, 1)")
-        _require(self.clip_norm > 0, "clip_norm", self.clip_norm, "must be positive")
+        _require(self.clip_norm >= 0, "clip_norm", self.clip_norm, "must be >= 0 (0: no clipping)")
         _require(0 <= self.ema_decay < 1, "ema_decay", self.ema_decay, "must be in [0, 1)")
         _require(
             self.mixed_precision in PRECISIONS,

@@ -15,7 +15,7 @@ from pipeline.__main__ import COMMANDS
 from tests.conftest import ROOT, tool_env
 from tests.imports import closure, imports_of, project_imports, project_modules
 
-SHARED = {"cli", "config", "contracts", "metrics", "provenance"}
+SHARED = {"cli", "config", "contracts", "metrics", "provenance", "recipe"}
 HALVES = ("corpus", "model", "evaluation")
 
 

@@ -113,7 +113,7 @@ class Trainer:
     def _optimizer(self) -> tf.keras.optimizers.Optimizer:
         s = self.settings
         optimizer = tf.keras.optimizers.Adam(
-            s.learning_rate, beta_1=s.beta_1, beta_2=s.beta_2, global_clipnorm=s.clip_norm
+            s.learning_rate, beta_1=s.beta_1, beta_2=s.beta_2, global_clipnorm=s.clip_norm or None
         )
         if self.policy == "mixed_float16":
             optimizer = tf.keras.mixed_precision.LossScaleOptimizer(optimizer)
