@@ -241,3 +241,13 @@ def test_the_paper_preset_trains_on_its_canvas_and_predicts_like_evaluate(
     assert image.shape == (130, 1090, 1)
     got = predict.predict_paths(files, exported.model, exported.vocab, settings_in, one_by_one)
     assert [p.latex for p in got] == [expected[row["id"]] for row in rows]
+
+
+def test_the_paper_preset_steps_on_two_logical_cpu_devices(tiny_shards, tmp_path):
+    """MirroredStrategy over two replicas with the published graph (at test sizes)."""
+    settings = tiny_settings("nopool", max_steps=2, batch_size=4)
+    settings["model"] = {"variant": "nopool", **PAPER_SHAPED}
+    cmd = train_command(tiny_shards, tmp_path, "nopool")
+    cmd[cmd.index("--settings") + 1] = json.dumps(settings)
+    log = run_train(cmd, tmp_path, tool_env() | {"PIPELINE_CPU_DEVICES": "2"})
+    assert "2 replica(s)" in log and "done at step 2" in log
