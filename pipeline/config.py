@@ -118,6 +118,9 @@ class VocabSettings:
 class ShardSettings:
     max_tokens: int = 150
     rows_per_shard: int = 5000
+    # a formula holding a token outside the vocabulary is filtered rather than given <unk>
+    drop_unknown: bool = False
+    drop_tokens: tuple[str, ...] = ()  # formulas holding any of these are filtered
 
     def check(self) -> None:
         for name in ("max_tokens", "rows_per_shard"):

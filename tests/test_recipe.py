@@ -25,6 +25,7 @@ def test_singh_2018_recipe_lays_over_params_as_valid_settings():
     )
     assert params.crop.buckets == ((126, 1086),) and params.render.dpi == 200
     assert params.evaluate.beam_width == 10
+    assert params.shards.drop_unknown and "\\rule" in params.shards.drop_tokens
 
 
 def test_the_command_prints_dvc_flags_that_read_back_as_the_recipe():

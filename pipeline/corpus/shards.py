@@ -24,6 +24,7 @@ from pipeline.contracts import (
     REJECTED_SCHEMA,
     SHARD_SCHEMA,
     SPLITS,
+    UNK_ID,
     Vocab,
     write_manifest,
 )
@@ -85,11 +86,18 @@ class ShardWriter:
         self.buffer = []
 
 
-def filter_reason(row: dict, n_tokens: int, settings: ShardSettings) -> str | None:
-    if n_tokens > settings.max_tokens:
+def filter_reason(
+    row: dict, formula: str, tokens: list[int], settings: ShardSettings
+) -> str | None:
+    """Why a rendered formula stays out of the shards, or None; checked in this order."""
+    if len(tokens) > settings.max_tokens:
         return "too_many_tokens"
     if row["bucket"] is None or row["bucket"] < 0:
         return "image_too_large"
+    if settings.drop_unknown and UNK_ID in tokens:
+        return "unknown_token"
+    if settings.drop_tokens and not set(settings.drop_tokens).isdisjoint(formula.split()):
+        return "dropped_token"
     return None
 
 
@@ -123,7 +131,7 @@ class ShardBuilder:
             self.rejected.append(_rejection(row_id, split, "failed", row["reason"], row["error"]))
             return
         tokens = self.vocab.encode(formula)
-        reason = filter_reason(row, len(tokens), self.settings)
+        reason = filter_reason(row, formula, tokens, self.settings)
         if reason:
             self.ledger.filtered[reason] += 1
             detail = f"{len(tokens)} tokens, image {row['height']}x{row['width']}"

@@ -61,6 +61,31 @@ def test_accounting_holds_and_every_reason_is_counted(inputs, tmp_path):
     }
 
 
+def test_unknown_and_listed_tokens_can_filter_a_formula_instead_of_becoming_unk(inputs, tmp_path):
+    """Singh 2018's I2L-140K drops samples with a token pruned from the vocabulary (no <unk>)
+    and those holding listed tokens; off by default, where <unk> stands in."""
+    formulas, paths, voc = inputs  # the vocabulary holds x, +, y: "x - y" and "w" are not known
+    default = shards.ShardSettings(max_tokens=10)
+    ledger, _, _ = shards.build_shards(formulas, paths, voc, default, tmp_path / "unk")
+    assert ledger.as_report()["rows"] == 4
+    strict = shards.ShardSettings(max_tokens=10, drop_unknown=True, drop_tokens=("+",))
+    ledger, _, rejected = shards.build_shards(formulas, paths, voc, strict, tmp_path / "drop")
+    report = ledger.as_report()
+    assert report["filtered_by_reason"] == {
+        "dropped_token": 1,
+        "image_too_large": 1,
+        "too_many_tokens": 1,
+        "unknown_token": 2,
+    }
+    assert report["rows"] + report["failed"] + report["filtered"] == report["formulas_in"]
+    reasons = {r["id"]: r["reason"] for r in rejected}
+    assert (reasons["a"], reasons["f"], reasons["g"]) == (
+        "dropped_token",
+        "unknown_token",
+        "unknown_token",
+    )
+
+
 def test_shards_roll_over_and_manifest_checksums_match(inputs, tmp_path):
     formulas, paths, voc = inputs
     out = tmp_path / "o"
