@@ -176,6 +176,9 @@ class TrainSettings:
     patience: int = 4  # epochs without validation improvement before stopping
     val_bleu_samples: int = 256  # greedy-decoded validation rows per epoch (0: select by loss)
     max_len: int = 152
+    # upper edges of token-length bins: each training batch is drawn from one bin (and one size
+    # bucket), as Singh 2018 batched; empty: size buckets only
+    length_bins: tuple[int, ...] = ()
     seed: int = 0
     mixed_precision: str = "auto"  # auto (on with GPUs) | on | off
     progress_every_s: float = 30.0  # a progress line in the log at most this often
@@ -183,6 +186,13 @@ class TrainSettings:
     def check(self) -> None:
         for name in ("batch_size", "epochs", "checkpoint_every", "max_len"):
             _require(getattr(self, name) >= 1, name, getattr(self, name), "must be at least 1")
+        bins = list(self.length_bins)
+        _require(
+            all(a < b for a, b in zip([0, *bins], bins, strict=False)),
+            "length_bins",
+            bins,
+            "must be positive and increasing",
+        )
         for name in ("max_steps", "max_minutes", "warmup_steps", "patience", "val_bleu_samples"):
             _require(getattr(self, name) >= 0, name, getattr(self, name), "must not be negative")
         _require(self.learning_rate > 0, "learning_rate", self.learning_rate, "must be positive")

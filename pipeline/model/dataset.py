@@ -110,6 +110,7 @@ def make_dataset(
     drop_remainder: bool = False,
     with_ids: bool = False,
     shuffle_buffer: int = 4096,
+    length_bins: Sequence[int] = (),
 ) -> tf.data.Dataset:
     """Batches of ``(images, tokens)`` (plus ``ids`` [B] strings when ``with_ids``).
 
@@ -118,7 +119,8 @@ def make_dataset(
     With a canvas every image is centred on it, framed, and ``pad_multiple`` plays no part.
     ``shuffle`` permutes the file order each epoch and mixes rows through a
     ``shuffle_buffer``-row buffer of still-compressed PNGs; both are seeded, so a given seed
-    gives the same batches every run.
+    gives the same batches every run. With ``length_bins`` (upper edges of token counts) a batch
+    also holds formulas of one length bin only.
     """
     _check_args(paths, batch_size, pad_multiple, None if canvas else fixed_height)
     if canvas is not None and excluded_by_height(paths, None, canvas) == count_rows(paths):
@@ -138,7 +140,7 @@ def make_dataset(
     if canvas is not None:
         rows = rows.map(_centred(canvas), num_parallel_calls=tf.data.AUTOTUNE)
     batches = rows.group_by_window(
-        key_func=lambda row: tf.cast(row["bucket"], tf.int64),
+        key_func=_window_key(length_bins),
         reduce_func=_batcher(batch_size, fixed_height, drop_remainder),
         window_size=batch_size,
     )
@@ -206,6 +208,19 @@ def _decode(row: dict) -> dict:
     gray = tf.io.decode_png(row["png"], channels=1, dtype=tf.uint8)
     tokens = tf.concat([[START_ID], row["tokens"], [END_ID]], axis=0)
     return {"ink": 255 - gray, "tokens": tokens, "id": row["id"], "bucket": row["bucket"]}
+
+
+def _window_key(length_bins: Sequence[int]):
+    """Batches group rows by size bucket and, given edges, by token-length bin too."""
+    edges = tf.constant(list(length_bins), tf.int32)
+    bins = len(length_bins) + 1
+
+    def key(row: dict) -> tf.Tensor:
+        length = tf.size(row["tokens"], out_type=tf.int32) - 2  # without <s> and </s>
+        which = tf.reduce_sum(tf.cast(length > edges, tf.int64))
+        return tf.cast(row["bucket"], tf.int64) * bins + which
+
+    return key
 
 
 def _centred(canvas: Canvas):

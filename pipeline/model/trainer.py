@@ -161,6 +161,7 @@ class Trainer:
             canvas=self.canvas,
             shuffle=True,
             seed=self.settings.seed + epoch,
+            length_bins=self.settings.length_bins,
             drop_remainder=self.strategy.num_replicas_in_sync > 1,
         )
         return data.skip(skip)

@@ -165,6 +165,17 @@ def test_every_row_exactly_once_per_epoch(shards, shuffle):
     assert Counter(ids) == Counter(list(rows))
 
 
+def test_length_bins_keep_each_batch_within_one_bin_and_every_row_once(shards):
+    root, rows = shards
+    edges = (3, 5)
+    batches = epoch(shard_paths(root, "train"), length_bins=edges, shuffle=True)
+    assert Counter(i for _, _, ids in batches for i in ids) == Counter(list(rows))
+    for _, _, ids in batches:
+        bins = {sum(len(rows[i]["tokens"]) > edge for edge in edges) for i in ids}
+        buckets = {rows[i]["bucket"] for i in ids}
+        assert len(bins) == 1 and len(buckets) == 1, ids
+
+
 def test_shuffle_is_deterministic_given_a_seed(shards):
     paths = shard_paths(shards[0], "train")
 
