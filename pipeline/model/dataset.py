@@ -58,7 +58,7 @@ def count_rows(paths: Sequence[Path]) -> int:
     return sum(pq.ParquetFile(p).metadata.num_rows for p in paths)
 
 
-def excluded_by_height(
+def excluded_by_size(
     paths: Sequence[Path], fixed_height: int | None, canvas: Canvas | None = None
 ) -> int:
     """Rows that ``make_dataset`` leaves out (taller than ``fixed_height``, or not fitting the
@@ -115,16 +115,14 @@ def make_dataset(
     """Batches of ``(images, tokens)`` (plus ``ids`` [B] strings when ``with_ids``).
 
     Without ``repeat`` and ``drop_remainder``, one pass yields every row exactly once, except
-    rows taller than ``fixed_height`` or not fitting the ``canvas`` (see ``excluded_by_height``).
+    rows taller than ``fixed_height`` or not fitting the ``canvas`` (see ``excluded_by_size``).
     With a canvas every image is centred on it, framed, and ``pad_multiple`` plays no part.
     ``shuffle`` permutes the file order each epoch and mixes rows through a
     ``shuffle_buffer``-row buffer of still-compressed PNGs; both are seeded, so a given seed
     gives the same batches every run. With ``length_bins`` (upper edges of token counts) a batch
     also holds formulas of one length bin only.
     """
-    _check_args(paths, batch_size, pad_multiple, None if canvas else fixed_height)
-    if canvas is not None and excluded_by_height(paths, None, canvas) == count_rows(paths):
-        raise ValueError(f"no row fits the canvas {canvas[0]}x{canvas[1]}")  # repeat would hang
+    _check_args(paths, batch_size, pad_multiple, None if canvas else fixed_height, canvas)
     rows = _rows(paths, shuffle=shuffle, seed=seed, repeat=repeat)
     if shuffle:
         rows = rows.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
@@ -149,7 +147,11 @@ def make_dataset(
 
 
 def _check_args(
-    paths: Sequence[Path], batch_size: int, pad_multiple: int, fixed_height: int | None
+    paths: Sequence[Path],
+    batch_size: int,
+    pad_multiple: int,
+    fixed_height: int | None,
+    canvas: Canvas | None,
 ) -> None:
     if not paths:
         raise ValueError("make_dataset: no shard files given")
@@ -157,14 +159,16 @@ def _check_args(
         raise ValueError(
             f"batch_size and pad_multiple must be positive: {batch_size}, {pad_multiple}"
         )
-    if fixed_height is not None:
-        if fixed_height < 1 or fixed_height % pad_multiple:
-            raise ValueError(
-                f"fixed_height {fixed_height} must be a positive multiple of {pad_multiple}"
-            )
-        if excluded_by_height(paths, fixed_height) == count_rows(paths):
-            # with repeat=True an empty stream would hang the caller forever
-            raise ValueError(f"every row is taller than fixed_height {fixed_height}")
+    if fixed_height is not None and (fixed_height < 1 or fixed_height % pad_multiple):
+        raise ValueError(
+            f"fixed_height {fixed_height} must be a positive multiple of {pad_multiple}"
+        )
+    if (fixed_height or canvas) and excluded_by_size(paths, fixed_height, canvas) == count_rows(
+        paths
+    ):  # with repeat=True an empty stream would hang the caller forever
+        if canvas:
+            raise ValueError(f"no row fits the canvas {canvas[0]}x{canvas[1]}")
+        raise ValueError(f"every row is taller than fixed_height {fixed_height}")
 
 
 def _rows(paths: Sequence[Path], *, shuffle: bool, seed: int, repeat: bool) -> tf.data.Dataset:

@@ -68,7 +68,7 @@ def decode_split(
         canvas=exported.canvas,
         with_ids=True,
     )
-    left_out = dataset.excluded_by_height(paths, exported.fixed_height, exported.canvas)
+    left_out = dataset.excluded_by_size(paths, exported.fixed_height, exported.canvas)
     rows = dataset.count_rows(paths) - left_out
     progress = ProgressLog(f"evaluate: decoding ({settings.name})", rows, "images")
     out = Decoded()

@@ -102,7 +102,7 @@ class Trainer:
         used = 0
         for split, paths in (("train", self.train_paths), ("validation", self.val_paths)):
             rows = dataset.count_rows(paths)
-            left_out = dataset.excluded_by_height(paths, self.fixed_height, self.canvas)
+            left_out = dataset.excluded_by_size(paths, self.fixed_height, self.canvas)
             log.info(
                 "train: %s %d rows in, %d taller than the canvas left out", split, rows, left_out
             )

@@ -56,14 +56,13 @@ def nested(construct: str, levels: int, inner: str = "x") -> str:
 #: Allowed constructs whose argument is text: only text may go inside them.
 TEXT = [name for name in ALLOWED if texsafe._ARGUMENTS.get(name) == "t"]
 MATH = [name for name in ALLOWED if name not in TEXT]
-ALLOWED_ENVS = texsafe.ALLOWED_ENVIRONMENTS
 
 
 #: Math constructs that cost texsafe more than one DVI level: chains of these reach its limit.
 COSTLY = [
     name
     for name in MATH
-    if (texsafe.BOX_COST.get(name, 0) > 1 or name in ALLOWED_ENVS)
+    if (texsafe.BOX_COST.get(name, 0) > 1 or name in texsafe.ALLOWED_ENVIRONMENTS)
     and texsafe.check_formula(nested(name, 4)) is None  # not one of the copying commands
 ]
 

@@ -196,9 +196,9 @@ def test_fixed_height_pads_exactly_and_counts_exclusions(shards):
     assert all(images.shape[1] == 32 for images, _, _ in batches)
     kept = {i for _, _, ids in batches for i in ids}
     assert kept == {i for i, r in rows.items() if r["height"] <= 32}
-    excluded = dataset.excluded_by_height(paths, 32)
+    excluded = dataset.excluded_by_size(paths, 32)
     assert excluded == len(rows) - len(kept) > 0
-    assert dataset.excluded_by_height(paths, None) == 0
+    assert dataset.excluded_by_size(paths, None) == 0
 
 
 def test_bad_fixed_height_is_refused(shards):
