@@ -176,3 +176,16 @@ def test_each_stage_reads_what_its_rule_passes_and_dvc_tracks(dvc_stages):
 def test_snakemake_lint_is_clean():
     result = run(["snakemake", "--lint"], ROOT)
     assert "Lints for" not in result.stdout + result.stderr
+
+
+def _train_shell(*extra: str) -> str:
+    result = run(["snakemake", "-n", "-p", "--nolock", "--forceall", "train", *extra], ROOT)
+    [command] = [line for line in result.stdout.splitlines() if "pipeline train" in line]
+    return command
+
+
+def test_train_starts_once_per_slurm_task_only_when_the_profile_asks():
+    """``tasks`` and ``mpi`` (as in workflow/profiles/slurm) start one worker per task."""
+    assert re.search(r"^(Shell command: )?python -m pipeline train ", _train_shell())
+    many = _train_shell("--set-resources", "train:tasks=4", "train:mpi=srun")
+    assert re.search(r"^(Shell command: )?srun --ntasks 4 python -m pipeline train ", many)

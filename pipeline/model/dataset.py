@@ -267,3 +267,29 @@ def _finisher(pad_multiple: int, fixed_height: int | None, with_ids: bool):
         return images, batch["tokens"]
 
     return finish
+
+
+def replica_batches(
+    batches: tf.data.Dataset, context: tf.distribute.InputContext
+) -> tf.data.Dataset:
+    """This input pipeline's share of each global batch: one per-replica batch for each of its
+    replicas, in turn.
+
+    Every worker reads the same global batches (same files, same seed) and keeps its slice, so
+    all workers take the same number of steps, which their collectives need, and a step trains
+    on exactly the rows one device would. The price is that each worker decodes every image; the
+    step, not decoding, is what costs on the accelerators this is for. Each batch's first
+    dimension must be a multiple of the replicas (``drop_remainder``).
+    """
+    replicas = context.num_replicas_in_sync
+    local = replicas // context.num_input_pipelines
+    first = context.input_pipeline_id * local
+
+    def share(*parts: tf.Tensor) -> tf.data.Dataset:
+        per_replica = []
+        for part in parts:
+            shape = tf.concat([[replicas, -1], tf.shape(part)[1:]], axis=0)
+            per_replica.append(tf.reshape(part, shape)[first : first + local])
+        return tf.data.Dataset.from_tensor_slices(tuple(per_replica))
+
+    return batches.flat_map(share)

@@ -16,6 +16,7 @@ import hashlib
 import logging
 import math
 import shutil
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,6 +33,8 @@ from pipeline.model import bundle, dataset, devices, networks
 from pipeline.model.schedule import Budget, Schedule
 
 log = logging.getLogger("pipeline")
+
+Distributed = tf.distribute.DistributedDataset
 
 
 @dataclass
@@ -71,7 +74,9 @@ class Trainer:
         self.settings = settings
         self.model_settings = model_settings
         self.preprocessing = preprocessing
-        self.strategy, self.policy = devices.strategy_and_precision(settings.mixed_precision)
+        self.devices = devices.setup(settings.mixed_precision)
+        self.strategy, self.policy = self.devices.strategy, self.devices.policy
+        _check_split(settings.batch_size, self.devices.replicas)
         tf.keras.utils.set_random_seed(settings.seed)  # weights, and Python's and NumPy's draws
         tf.config.experimental.enable_op_determinism()
         self.vocab = Vocab.load(vocab)
@@ -152,19 +157,29 @@ class Trainer:
                 weight.assign(value)
 
     # -- data -------------------------------------------------------------------------------
-    def train_data(self, epoch: int, skip: int) -> tf.data.Dataset:
-        data = dataset.make_dataset(
-            self.train_paths,
-            batch_size=self.settings.batch_size,
-            pad_multiple=self.pad_multiple,
-            fixed_height=self.fixed_height,
-            canvas=self.canvas,
-            shuffle=True,
-            seed=self.settings.seed + epoch,
-            length_bins=self.settings.length_bins,
-            drop_remainder=self.strategy.num_replicas_in_sync > 1,
+    def train_data(self, epoch: int, skip: int) -> tf.data.Dataset | Distributed:
+        """The epoch's global batches from the ``skip``-th on; with several replicas, each
+        replica's share of them (``dataset.replica_batches``)."""
+
+        def batches() -> tf.data.Dataset:
+            data = dataset.make_dataset(
+                self.train_paths,
+                batch_size=self.settings.batch_size,
+                pad_multiple=self.pad_multiple,
+                fixed_height=self.fixed_height,
+                canvas=self.canvas,
+                shuffle=True,
+                seed=self.settings.seed + epoch,
+                length_bins=self.settings.length_bins,
+                drop_remainder=self.devices.replicas > 1,
+            )
+            return data.skip(skip)
+
+        if self.devices.replicas == 1:
+            return batches()
+        return self.strategy.distribute_datasets_from_function(
+            lambda context: dataset.replica_batches(batches(), context)
         )
-        return data.skip(skip)
 
     def _val_data(self) -> tf.data.Dataset:
         return dataset.make_dataset(
@@ -192,21 +207,32 @@ class Trainer:
             scaled = self.optimizer.scale_loss(total)
         grads = tape.gradient(scaled, self.model.trainable_variables)
         self.optimizer.apply(grads, self.model.trainable_variables)
-        return loss, networks.token_accuracy(tokens[:, 1:], logits)
+        return loss, networks.token_accuracy(tokens[:, 1:], logits), tf.shape(images)[0]
 
     def make_train_step(self):
+        """One optimizer step over every replica: (mean loss, mean accuracy, samples)."""
+
         @tf.function(reduce_retracing=True)
         def step(images, tokens):
-            loss, accuracy = self.strategy.run(self._replica_step, args=(images, tokens))
+            loss, accuracy, samples = self.strategy.run(self._replica_step, args=(images, tokens))
             if self.ema is not None:
                 self._update_ema()
-            mean = tf.distribute.ReduceOp.MEAN
+            mean, total = tf.distribute.ReduceOp.MEAN, tf.distribute.ReduceOp.SUM
             return (
                 self.strategy.reduce(mean, loss, axis=None),
                 self.strategy.reduce(mean, accuracy, axis=None),
+                self.strategy.reduce(total, samples, axis=None),
             )
 
         return step
+
+    def _agreed(self, value: float, op: tf.distribute.ReduceOp) -> float:
+        """One value for all workers, for what steers the loop: workers that decided apart
+        (a time budget, the best epoch) would wait forever for each other's collectives."""
+        if self.devices.workers == 1:
+            return value
+        per_replica = self.strategy.run(lambda: tf.constant(value, tf.float64))
+        return float(self.strategy.reduce(op, per_replica, axis=None))
 
     @tf.function(reduce_retracing=True)
     def _eval_step(self, images, tokens):
@@ -217,10 +243,21 @@ class Trainer:
 
     # -- the loop ---------------------------------------------------------------------------
     def run(self, out: Path, checkpoints: Path, live_dir: Path) -> None:
+        """Train, resuming from ``checkpoints``. Only the chief writes there and to ``out`` and
+        ``live_dir``; the other workers write the same files into a folder of their own, which
+        they remove at the end."""
+        if self.devices.is_chief:
+            self._run(out, checkpoints, live_dir, checkpoints)
+            return
+        with tempfile.TemporaryDirectory(prefix=f"worker{self.devices.worker}-") as scratch:
+            own = Path(scratch)
+            self._run(own / "model", checkpoints, own / "live", own / "checkpoints")
+
+    def _run(self, out: Path, checkpoints: Path, live_dir: Path, writes: Path) -> None:
         self.build()
-        manager = self._checkpoints(checkpoints)
+        manager = self._checkpoints(writes)
         self.best_dir = Path(manager.directory) / "best"
-        progress = self._restore(manager)
+        progress = self._restore(manager, tf.train.latest_checkpoint(checkpoints / self.key))
         self.live_dirs = (live_dir, Path(manager.directory) / "live")
         resumed = progress.epoch > 0 and restore_curves(*reversed(self.live_dirs), progress.epoch)
         train_step = self.make_train_step()
@@ -297,18 +334,21 @@ class Trainer:
             self.settings.progress_every_s,
             done=progress.step,
         )
+        timed = bool(self.settings.max_minutes)
         for images, tokens in self.train_data(progress.epoch, progress.step_in_epoch):
             self.optimizer.learning_rate = self._learning_rate(progress)
-            loss, accuracy = train_step(images, tokens)
+            loss, accuracy, samples = train_step(images, tokens)
             progress.step += 1
             progress.step_in_epoch += 1
             progress.seconds = seconds_before + time.monotonic() - start
+            if timed:  # the slowest worker's clock, so all stop at the same step
+                progress.seconds = self._agreed(progress.seconds, tf.distribute.ReduceOp.MAX)
             progress.last_loss, progress.last_accuracy = float(loss), float(accuracy)
             detail = (
                 f"epoch {progress.epoch + 1}, loss {progress.last_loss:.4f}, "
                 f"acc {progress.last_accuracy:.4f}"
             )
-            display.advance(samples=int(images.shape[0]), detail=detail)
+            display.advance(samples=int(samples), detail=detail)
             if progress.step % self.settings.checkpoint_every == 0:
                 self._save(manager, progress)
             if self._limit(progress) is not None:
@@ -341,7 +381,9 @@ class Trainer:
 
     def _end_epoch_averaged(self, progress: Progress, live: Live) -> None:
         val_loss, val_accuracy, val_bleu = self._validate()
-        score = val_bleu if val_bleu is not None else -val_loss
+        score = self._agreed(
+            val_bleu if val_bleu is not None else -val_loss, tf.distribute.ReduceOp.MEAN
+        )
         train_loss, train_accuracy = progress.last_loss, progress.last_accuracy
         for name, value in {
             "train/loss": train_loss,
@@ -399,11 +441,11 @@ class Trainer:
         )
         return tf.train.CheckpointManager(checkpoint, str(folder), max_to_keep=2)
 
-    def _restore(self, manager: tf.train.CheckpointManager) -> Progress:
-        if manager.latest_checkpoint is None:
+    def _restore(self, manager: tf.train.CheckpointManager, latest: str | None) -> Progress:
+        if latest is None:
             log.info("train: starting fresh (run %s)", self.key)
             return Progress()
-        manager.checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+        manager.checkpoint.restore(latest).assert_existing_objects_matched()
         values = {name: var.numpy() for name, var in self.state.items()}
         progress = Progress(**{k: type(getattr(Progress(), k))(v) for k, v in values.items()})
         log.info(
@@ -430,6 +472,15 @@ class Trainer:
             self.preprocessing,
             self.settings.max_len,
             {"step": progress.step, "epoch": progress.epoch, "validation_score": progress.best},
+        )
+
+
+def _check_split(batch_size: int, replicas: int) -> None:
+    """Every replica takes an equal share of each batch."""
+    if batch_size % replicas:
+        raise config.ConfigError(
+            f"params: train.batch_size: {batch_size} does not split evenly over "
+            f"{replicas} replicas (use a multiple of {replicas})"
         )
 
 

@@ -7,6 +7,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import tensorflow as tf
 from PIL import Image
 
 from pipeline.contracts import (
@@ -216,3 +217,22 @@ def test_drop_remainder_repeat_and_plain_pairs(shards):
     ds = dataset.make_dataset(paths, batch_size=3, pad_multiple=4, shuffle=True, repeat=True)
     assert len(ds.element_spec) == 2  # (images, tokens) without ids
     assert sum(int(images.shape[0]) for images, _ in ds.take(20)) > len(shards[1])
+
+
+@pytest.mark.parametrize(
+    ("pipelines", "pipeline_id", "replicas", "expected"),
+    [
+        (1, 0, 2, [[0, 1], [2, 3], [4, 5], [6, 7]]),  # one worker, two devices, in turn
+        (2, 0, 2, [[0, 1], [4, 5]]),  # worker 0 of two, one device each
+        (2, 1, 2, [[2, 3], [6, 7]]),
+        (2, 1, 4, [[2], [3], [6], [7]]),  # two devices each: worker 1 holds replicas 2 and 3
+    ],
+)
+def test_replica_batches_split_each_global_batch(pipelines, pipeline_id, replicas, expected):
+    rows = np.arange(8)
+    images = tf.data.Dataset.from_tensor_slices((rows.reshape(8, 1, 1, 1), rows.reshape(8, 1)))
+    context = tf.distribute.InputContext(pipelines, pipeline_id, replicas)
+    shares = dataset.replica_batches(images.batch(4), context)
+    got = [(img.numpy().ravel().tolist(), tok.numpy().ravel().tolist()) for img, tok in shares]
+    assert [img for img, _ in got] == expected
+    assert [tok for _, tok in got] == expected  # images and tokens stay paired

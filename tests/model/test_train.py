@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -148,12 +149,42 @@ def _checkpoint_steps(work: Path) -> list[int]:
     return [int(p.name.split("-")[1].split(".")[0]) for p in work.glob("ckpt/*/ckpt-*.index")]
 
 
-def test_distributed_step_on_two_logical_cpu_devices(tiny_shards, tmp_path):
-    env = tool_env() | {"PIPELINE_CPU_DEVICES": "2"}
-    cmd = train_command(tiny_shards, tmp_path, max_steps=4, ema_decay=0.9)
-    log = run_train(cmd, tmp_path, env)
-    assert "2 replica(s)" in log
-    assert "done at step 4" in log
+def _loopback_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    for sock in sockets:
+        sock.bind(("127.0.0.1", 0))
+    ports = [sock.getsockname()[1] for sock in sockets]
+    for sock in sockets:
+        sock.close()
+    return ports
+
+
+def test_two_worker_processes_train_what_two_devices_in_one_process_do(tiny_shards, tmp_path):
+    """MultiWorkerMirroredStrategy from TF_CONFIG alone: two processes on the loopback address
+    train the same weights as MirroredStrategy over two logical devices, each replica on half of
+    every batch, and only worker 0 writes the stage's outputs."""
+    cmd = train_command(tiny_shards, tmp_path / "devices", max_steps=4, ema_decay=0.9)
+    (tmp_path / "devices").mkdir()
+    log = run_train(cmd, tmp_path / "devices", tool_env() | {"PIPELINE_CPU_DEVICES": "2"})
+    assert "worker 0 of 1, 2 replica(s)" in log and "done at step 4" in log
+
+    work = tmp_path / "workers"
+    work.mkdir()
+    cluster = [f"127.0.0.1:{port}" for port in _loopback_ports(2)]
+    procs = []
+    for index in range(2):
+        scratch = tmp_path / f"tmp{index}"
+        scratch.mkdir()
+        config = {"cluster": {"worker": cluster}, "task": {"type": "worker", "index": index}}
+        env = tool_env() | {"TF_CONFIG": json.dumps(config), "TMPDIR": str(scratch)}
+        cmd = train_command(tiny_shards, work, max_steps=4, ema_decay=0.9)
+        procs.append(subprocess.Popen(cmd, cwd=work, env=env, stderr=subprocess.PIPE, text=True))
+    logs = [proc.communicate(timeout=300)[1] for proc in procs]
+    for index, (proc, log) in enumerate(zip(procs, logs, strict=True)):
+        assert proc.returncode == 0, log[-4000:]
+        assert f"worker {index} of 2, 2 replica(s)" in log and "done at step 4" in log
+    assert_same_run(tmp_path / "devices", work)
+    assert not any((tmp_path / "tmp1").iterdir())  # worker 1 removed what it wrote
 
 
 def test_moving_average_follows_the_weights_and_is_what_validation_sees(tiny_shards):

@@ -15,6 +15,14 @@ def settings(*names):
     return json.dumps(chosen, sort_keys=True)
 
 
+def launcher(wildcards, resources):
+    """How a distributed stage starts: once per SLURM task when the profile gives it several
+    (`tasks` and `mpi: srun`, which also tells the SLURM plugin not to start it once itself),
+    each task one worker of the stage's MultiWorkerMirroredStrategy; otherwise directly."""
+    launch = resources.get("mpi", "")
+    return f"{launch} --ntasks {resources.get('tasks', 1)} " if launch else ""
+
+
 CHUNKS = [f"{i:03d}" for i in range(int(config["render"]["chunks"]))]
 
 # Finished render and crop chunks, kept by content so a killed run resumes where it stopped

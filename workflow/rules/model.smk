@@ -10,6 +10,7 @@ rule train:
         live=directory("dvclive"),
     params:
         settings=settings("model", "train", "render.dpi", "crop"),
+        launch=launcher,
     resources:
         gpu=1,
     threads: 64  # capped at --cores: TensorFlow uses every core it gets
@@ -18,7 +19,7 @@ rule train:
     log:
         "logs/train.log",
     shell:
-        "python -m pipeline train --settings {params.settings:q}"
+        "{params.launch}python -m pipeline train --settings {params.settings:q}"
         " --shards {input.shards} --vocab {input.vocab} --out {output.model}"
         " --checkpoints checkpoints --live {output.live} 2>&1 | tee {log}"
 
