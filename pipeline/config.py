@@ -18,8 +18,8 @@ from typing import Any, TypeVar
 
 import yaml
 
-VARIANTS = ("seq2seq", "nopool", "strips")
-PRESETS = ("small", "paper", "tiny")
+VARIANTS = ("seq2seq", "nopool", "strips", "transformer")
+PRESETS = ("small", "paper", "large", "tiny")
 LR_SCHEDULES = ("constant", "cosine")
 PRECISIONS = ("auto", "on", "off")
 MIN_FORMULA_TOKENS = 10  # generate: a shorter cap leaves the grammar too little room
@@ -146,6 +146,8 @@ class ModelSettings:
     l2: float | None = None
     canvas_height: int | None = None
     dropout: float | None = None
+    heads: int | None = None  # transformer: attention heads
+    ff_units: int | None = None  # transformer: feed-forward width
 
     def check(self) -> None:
         _require(self.variant in VARIANTS, "variant", self.variant, f"must be one of {VARIANTS}")

@@ -42,8 +42,8 @@ BAD_VALUES = {
     "model": (
         {"timing_signal": "yes"},
         "model.timing_signal = 'yes': must be true or false",
-        {"variant": "transformer"},
-        "model.variant = 'transformer': must be one of",
+        {"variant": "vit"},
+        "model.variant = 'vit': must be one of",
     ),
     "train": (
         {"ema_decay": "high"},

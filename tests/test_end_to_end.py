@@ -120,7 +120,7 @@ def test_dvc_repro_then_noop_then_param_change_then_experiment(tmp_path):
 
     run("git add -A && git commit -qm min_count", project)
     run(["dvc", "exp", "run", "-S", "shards.max_tokens=20"], project, timeout=600)
-    run(["dvc", "exp", "run", "-S", "model.variant=strips"], project, timeout=600)
+    run(["dvc", "exp", "run", "-S", "model.variant=transformer"], project, timeout=600)
     shown = json.loads(run(["dvc", "exp", "show", "--json"], project).stdout)
     filtered = [_metric(e, "reports/data.json", "filtered") for e in _experiments(shown)]
     assert any(f and f > 0 for f in filtered), filtered

@@ -20,7 +20,6 @@ activations), so L, the number of attended locations, is what the presets keep i
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +32,8 @@ from pipeline.contracts import START_ID as START
 from pipeline.contracts import UNK_ID as UNK
 from pipeline.model.beam import BeamResult, beam_search, check_arguments
 from pipeline.model.layers import FullMapAttention, PeepholeLSTMCell
+from pipeline.model.positions import timing_signal_2d
+from pipeline.model.transformer import TransformerDecoder
 
 keras = tf.keras
 
@@ -66,6 +67,9 @@ class ModelConfig:
     init_from: str = "mean"  # the init MLP reads the mean feature, or the "full_map"
     peepholes: bool = False  # decoder LSTMs with peephole connections
     deep_output_layers: int = 1  # tanh layers before the logits
+    # the transformer's decoder: decoder_units wide, decoder_layers blocks of these
+    heads: int = 0
+    ff_units: int = 0
 
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:
@@ -91,6 +95,23 @@ class ModelConfig:
                     f"got {height}"
                 )
         self._check_published_options()
+        if self.variant == "transformer":
+            self._check_transformer()
+
+    def _check_transformer(self) -> None:
+        if self.heads < 1 or self.ff_units < 1 or self.decoder_units % self.heads:
+            raise ValueError(
+                f"the transformer needs heads >= 1 dividing decoder_units and ff_units >= 1, "
+                f"got heads {self.heads}, decoder_units {self.decoder_units}, "
+                f"ff_units {self.ff_units}"
+            )
+        if self.embedding_dim != self.decoder_units:
+            raise ValueError(
+                f"the transformer embeds tokens at its width: embedding_dim must equal "
+                f"decoder_units, got {self.embedding_dim} and {self.decoder_units}"
+            )
+        if self.attention != "bahdanau" or self.init_from != "mean" or self.peepholes:
+            raise ValueError("the transformer has none of the recurrent decoders' options")
 
     def _check_published_options(self) -> None:
         if self.attention not in ATTENTIONS or self.init_from not in INIT_FROM:
@@ -128,7 +149,7 @@ class ModelConfig:
     @property
     def has_timing_signal(self) -> bool:
         if self.timing_signal is None:
-            return self.variant == "seq2seq"
+            return self.variant in ("seq2seq", "transformer")
         return self.timing_signal
 
     @property
@@ -216,6 +237,45 @@ _SINGH = {
     ),
 }
 _CANVAS = {"small": 64, "tiny": 64}
+# The recurrent decoders' sizes, which the transformer has no use for (ModelConfig needs them).
+_NOT_RECURRENT = dict(attention_units=1, deep_output_units=1, init_units=1)
+_TRANSFORMER = {
+    "small": dict(
+        encoder_filters=(32, 64, 128),
+        pools=3,
+        embedding_dim=128,
+        decoder_units=128,
+        decoder_layers=3,
+        heads=4,
+        ff_units=512,
+        l2=0.0,
+        **_NOT_RECURRENT,
+    ),
+    # about pix2tex's decoder (4 layers, width 256, 8 heads), for GPUs
+    "large": dict(
+        encoder_filters=(64, 128, 256, 256),
+        pools=3,
+        embedding_dim=256,
+        decoder_units=256,
+        decoder_layers=4,
+        heads=8,
+        ff_units=1024,
+        dropout=0.1,
+        l2=0.0,
+        **_NOT_RECURRENT,
+    ),
+    "tiny": dict(
+        encoder_filters=(4, 8, 8),
+        pools=2,
+        embedding_dim=16,
+        decoder_units=16,
+        decoder_layers=2,
+        heads=2,
+        ff_units=32,
+        l2=0.0,
+        **_NOT_RECURRENT,
+    ),
+}
 
 #: Singh 2018's published I2L-NOPOOL / I2L-STRIPS graph (for either variant): a 128 x 1088
 #: canvas in a 1-px frame, the full-map attention and init, peephole LSTMs, two deep output
@@ -247,7 +307,10 @@ _PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         **{name: {**sizes, "canvas_height": _CANVAS[name]} for name, sizes in _SINGH.items()},
         "paper": SINGH_2018,
     },
+    "transformer": _TRANSFORMER,
 }
+_RECURRENT_ONLY = ("attention_units", "deep_output_units", "init_units")
+_TRANSFORMER_ONLY = ("heads", "ff_units")
 
 
 def model_config(settings: ModelSettings) -> ModelConfig:
@@ -257,41 +320,20 @@ def model_config(settings: ModelSettings) -> ModelConfig:
     unless given explicitly.
     """
     overrides = settings.overrides()
-    merged = {**_PRESETS[settings.variant][settings.preset], **overrides}
-    if (
-        settings.variant != "seq2seq"
-        and "encoder_filters" in overrides
-        and "pools" not in overrides
-    ):
+    variant, presets = settings.variant, _PRESETS[settings.variant]
+    if settings.preset not in presets:
+        raise ValueError(f"preset {settings.preset!r} is not one of {variant}'s: {list(presets)}")
+    foreign = _RECURRENT_ONLY if variant == "transformer" else _TRANSFORMER_ONLY
+    for name in foreign:
+        if name in overrides:
+            raise ValueError(f"{name} is not a size of the {variant} variant")
+    merged = {**presets[settings.preset], **overrides}
+    pools_follow_filters = "encoder_filters" in overrides and "pools" not in overrides
+    if variant in ("nopool", "strips") and pools_follow_filters:
         merged["pools"] = len(merged["encoder_filters"])
-    return ModelConfig(variant=settings.variant, timing_signal=settings.timing_signal, **merged)
-
-
-def timing_signal_2d(
-    height: int | tf.Tensor,
-    width: int | tf.Tensor,
-    channels: int,
-    min_timescale: float = 1.0,
-    max_timescale: float = 1.0e4,
-) -> tf.Tensor:
-    """``[height, width, channels]`` float32, as tensor2tensor's ``add_timing_signal_nd`` adds.
-
-    The first ``2n`` channels carry sin/cos of the row index and the next ``2n`` those of the
-    column index (``n = channels // 4`` geometric timescales); leftover channels get 0. t2t
-    divides by ``n - 1``, which is NaN for ``n == 1``; that case uses the single timescale 1.
-    """
-    num_timescales = channels // 4
-    increment = math.log(max_timescale / min_timescale) / max(num_timescales - 1, 1)
-    inv_timescales = min_timescale * tf.exp(tf.range(num_timescales, dtype=tf.float32) * -increment)
-
-    def along(length: int | tf.Tensor) -> tf.Tensor:
-        scaled = tf.cast(tf.range(length), tf.float32)[:, None] * inv_timescales[None, :]
-        return tf.concat([tf.sin(scaled), tf.cos(scaled)], axis=1)
-
-    rows = tf.broadcast_to(along(height)[:, None, :], [height, width, 2 * num_timescales])
-    cols = tf.broadcast_to(along(width)[None, :, :], [height, width, 2 * num_timescales])
-    rest = tf.zeros([height, width, channels - 4 * num_timescales])
-    return tf.concat([rows, cols, rest], axis=-1)
+    if variant == "transformer" and "embedding_dim" not in overrides:
+        merged["embedding_dim"] = merged["decoder_units"]  # tokens are embedded at its width
+    return ModelConfig(variant=variant, timing_signal=settings.timing_signal, **merged)
 
 
 class ConvEncoder(keras.layers.Layer):
@@ -300,7 +342,7 @@ class ConvEncoder(keras.layers.Layer):
     def __init__(self, config: ModelConfig, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.config = config
-        activation = "relu" if config.variant == "seq2seq" else "tanh"
+        activation = "tanh" if config.variant in ("nopool", "strips") else "relu"
         for i, filters in enumerate(config.encoder_filters):
             padding = "valid" if i == 0 and config.frame else "same"  # VALID eats the frame
             conv = keras.layers.Conv2D(
@@ -609,6 +651,21 @@ def _cell_type(config: ModelConfig) -> type:
     return PeepholeLSTMCell if config.peepholes else keras.layers.LSTMCell
 
 
+def _decoder(config: ModelConfig, vocab_size: int) -> keras.layers.Layer:
+    if config.variant != "transformer":
+        return AttentionDecoder(config, vocab_size, name="decoder")
+    return TransformerDecoder(
+        vocab_size,
+        width=config.decoder_units,
+        layers=config.decoder_layers,
+        heads=config.heads,
+        ff_units=config.ff_units,
+        dropout=config.dropout,
+        memory_dim=config.memory_dim,
+        name="decoder",
+    )
+
+
 class FormulaModel(keras.Model):
     """Encoder + attention decoder; ``call`` is teacher forcing, ``greedy_decode`` and
     ``beam_decode`` inference."""
@@ -618,7 +675,7 @@ class FormulaModel(keras.Model):
         self.config = config
         self.vocab_size = vocab_size
         self.encoder = ConvEncoder(config, name="encoder")
-        self.decoder = AttentionDecoder(config, vocab_size, name="decoder")
+        self.decoder = _decoder(config, vocab_size)
         self._greedy_graph = tf.function(self._greedy, reduce_retracing=True)
         self._beam_graph = tf.function(self._beam, reduce_retracing=True)
         self.built = True

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from pipeline import config
 from pipeline.contracts import END_ID as END
 from pipeline.contracts import PAD_ID as PAD
 from pipeline.contracts import START_ID as START
-from pipeline.model import networks
+from pipeline.model import networks, positions
 
 keras = tf.keras
 VOCAB = 12
@@ -99,7 +98,7 @@ def test_overrides_are_coerced_and_pools_follow_filters() -> None:
 @pytest.mark.parametrize(
     ("section", "message"),
     [
-        ({"variant": "transformer"}, "model.variant = 'transformer': must be one of"),
+        ({"variant": "vit"}, "model.variant = 'vit': must be one of"),
         ({"variant": "seq2seq", "preset": "huge"}, "model.preset = 'huge'"),
         ({"variant": "seq2seq", "hidden": 3}, "unknown key 'hidden'"),
         ({"variant": "seq2seq", "decoder_units": 12.5}, "model.decoder_units = 12.5: must be an"),
@@ -115,26 +114,12 @@ def test_model_config_rejects_bad_sections(section: dict, message: str) -> None:
 # --- timing signal -------------------------------------------------------------------------
 
 
-def test_timing_signal_matches_hand_computation() -> None:
-    signal = networks.timing_signal_2d(2, 3, 10).numpy()
-    assert signal.shape == (2, 3, 10)
-    # channels // 4 = 2 timescales, 1 and 1e-4: [sin r, sin r/1e4, cos r, cos r/1e4] for the row,
-    # the same for the column, then 2 unused channels.
-    for row, col in [(0, 0), (1, 2), (0, 1)]:
-        expected = [
-            math.sin(row), math.sin(row * 1e-4), math.cos(row), math.cos(row * 1e-4),
-            math.sin(col), math.sin(col * 1e-4), math.cos(col), math.cos(col * 1e-4),
-            0.0, 0.0,
-        ]  # fmt: skip
-        np.testing.assert_allclose(signal[row, col], expected, atol=1e-6)
-
-
 def test_seq2seq_memory_is_the_timing_signal_for_blank_images() -> None:
     """Blank input + ReLU convs with zero biases give zero features, leaving only the signal."""
     config = tiny("seq2seq")
     model = networks.build_model(config, VOCAB)
     memory = model.encoder(np.zeros((1, 8, 12, 1), np.float32)).numpy()
-    expected = networks.timing_signal_2d(2, 3, config.encoder_filters[-1]).numpy().reshape(6, -1)
+    expected = positions.timing_signal_2d(2, 3, config.encoder_filters[-1]).numpy().reshape(6, -1)
     np.testing.assert_allclose(memory[0], expected, atol=1e-6)
 
 

@@ -282,3 +282,11 @@ def test_the_paper_preset_steps_on_two_logical_cpu_devices(tiny_shards, tmp_path
     cmd[cmd.index("--settings") + 1] = json.dumps(settings)
     log = run_train(cmd, tmp_path, tool_env() | {"PIPELINE_CPU_DEVICES": "2"})
     assert "2 replica(s)" in log and "done at step 2" in log
+
+
+def test_the_transformer_trains_on_two_logical_cpu_devices_and_exports(tiny_shards, tmp_path):
+    cmd = train_command(tiny_shards, tmp_path, "transformer", max_steps=3, val_bleu_samples=0)
+    log = run_train(cmd, tmp_path, tool_env() | {"PIPELINE_CPU_DEVICES": "2"})
+    assert "2 replica(s)" in log and "done at step 3" in log
+    exported = bundle.load(tmp_path / "model")
+    assert exported.settings.variant == "transformer"

@@ -1,0 +1,287 @@
+"""The ``transformer`` variant's decoder: masked self-attention, cross-attention over the image's
+feature map and a feed-forward layer, pre-norm, sinusoidal token positions.
+
+Teacher forcing runs every position at once (a causal mask keeps position t from seeing later
+tokens), so a training step has no loop over tokens: this is what makes it train faster per
+compute-hour than the recurrent decoders. Decoding runs one token at a time inside one compiled
+``tf.while_loop`` with the keys and values of earlier positions cached, through the same
+``beam_search`` as the other variants.
+
+Invariants (tested): the logits at position t depend on tokens ``<= t`` only, so padding after a
+formula never changes it; stepping with the cache gives the logits of the full pass, position by
+position, to float rounding.
+
+The cache holds ``max_len`` positions, zero where not yet written: a step attends over all of
+them with the unwritten ones masked out, which costs O(max_len) per step but keeps every loop
+variable's shape fixed (``beam_search`` reorders it by gathering along the batch).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import tensorflow as tf
+
+from pipeline.contracts import END_ID as END
+from pipeline.contracts import PAD_ID as PAD
+from pipeline.contracts import START_ID as START
+from pipeline.model.beam import BeamResult, beam_search
+from pipeline.model.positions import timing_signal_1d
+
+keras = tf.keras
+
+_MASKED = -1e9  # a score that softmax turns into exactly 0 in float32
+
+Cache = dict[str, Any]  # "keys", "values": per block [B, H, max_len, dk]; "position": [B]
+
+
+class MultiHeadAttention(keras.layers.Layer):
+    """Scaled dot-product attention over ``heads`` heads, with the projections split out so
+    that keys and values can be computed once (the image's) or cached (earlier tokens')."""
+
+    def __init__(self, width: int, heads: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.heads, self.depth = heads, width // heads
+        dense = keras.layers.Dense
+        self.query = dense(width, name="query")
+        self.key = dense(width, name="key")
+        self.value = dense(width, name="value")
+        self.out = dense(width, name="out")
+
+    def build_for(self, query_dim: int, memory_dim: int) -> None:
+        self.query.build((None, query_dim))
+        self.key.build((None, memory_dim))
+        self.value.build((None, memory_dim))
+        self.out.build((None, self.heads * self.depth))
+        self.built = True
+
+    def split(self, x: tf.Tensor) -> tf.Tensor:
+        """``[B, T, H*dk]`` -> ``[B, H, T, dk]``."""
+        batch, steps = tf.shape(x)[0], tf.shape(x)[1]
+        return tf.transpose(tf.reshape(x, [batch, steps, self.heads, self.depth]), [0, 2, 1, 3])
+
+    def keys_values(self, source: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        return self.split(self.key(source)), self.split(self.value(source))
+
+    def attend(
+        self, x: tf.Tensor, keys: tf.Tensor, values: tf.Tensor, allowed: tf.Tensor | None
+    ) -> tuple[tf.Tensor, tf.Tensor]:
+        """``x [B, T, D]`` over ``keys/values [B, H, S, dk]`` -> ``([B, T, D], weights
+        [B, H, T, S])``; ``allowed`` broadcasts to ``[B, H, T, S]``. Softmax in float32."""
+        query = self.split(self.query(x))
+        scores = tf.matmul(query, keys, transpose_b=True) / math.sqrt(self.depth)
+        scores = tf.cast(scores, tf.float32)
+        if allowed is not None:
+            scores = tf.where(allowed, scores, _MASKED)
+        weights = tf.nn.softmax(scores, axis=-1)
+        mixed = tf.matmul(tf.cast(weights, values.dtype), values)
+        batch, steps = tf.shape(mixed)[0], tf.shape(mixed)[2]
+        merged = tf.reshape(tf.transpose(mixed, [0, 2, 1, 3]), [batch, steps, -1])
+        return self.out(merged), weights
+
+
+class DecoderBlock(keras.layers.Layer):
+    """Pre-norm: ``x + self(LN x)``, then ``+ cross(LN x, map)``, then ``+ ffn(LN x)``."""
+
+    def __init__(self, width: int, heads: int, ff_units: int, dropout: float, **kwargs) -> None:
+        super().__init__(**kwargs)
+        norm = keras.layers.LayerNormalization
+        self.self_norm = norm(epsilon=1e-6, name="self_norm")
+        self.self_attention = MultiHeadAttention(width, heads, name="self_attention")
+        self.cross_norm = norm(epsilon=1e-6, name="cross_norm")
+        self.cross_attention = MultiHeadAttention(width, heads, name="cross_attention")
+        self.ff_norm = norm(epsilon=1e-6, name="ff_norm")
+        self.ff_in = keras.layers.Dense(ff_units, activation="gelu", name="ff_in")
+        self.ff_out = keras.layers.Dense(width, name="ff_out")
+        self.dropout = keras.layers.Dropout(dropout) if dropout else None
+        self.width = width
+
+    def build_for(self, memory_dim: int) -> None:
+        for norm in (self.self_norm, self.cross_norm, self.ff_norm):
+            norm.build((None, self.width))
+        self.self_attention.build_for(self.width, self.width)
+        self.cross_attention.build_for(self.width, memory_dim)
+        self.ff_in.build((None, self.width))
+        self.ff_out.build((None, self.ff_in.units))
+        self.built = True
+
+    def _drop(self, x: tf.Tensor, training: bool) -> tf.Tensor:
+        return self.dropout(x, training=training) if self.dropout is not None else x
+
+    def run(
+        self,
+        x: tf.Tensor,
+        own: tuple[tf.Tensor, tf.Tensor, tf.Tensor],
+        image: tuple[tf.Tensor, tf.Tensor],
+        training: bool,
+    ) -> tuple[tf.Tensor, tf.Tensor]:
+        """``own`` is (keys, values, allowed) of the tokens seen so far, ``image`` the map's
+        keys and values; returns the new ``x`` and the cross-attention weights."""
+        keys, values, allowed = own
+        attended, _ = self.self_attention.attend(self.self_norm(x), keys, values, allowed)
+        x = x + self._drop(attended, training)
+        attended, weights = self.cross_attention.attend(self.cross_norm(x), *image, None)
+        x = x + self._drop(attended, training)
+        hidden = self.ff_out(self._drop(self.ff_in(self.ff_norm(x)), training))
+        return x + self._drop(hidden, training), weights
+
+
+class TransformerDecoder(keras.layers.Layer):
+    """Token decoder with the interface of the recurrent ``AttentionDecoder``: ``call`` (teacher
+    forcing), ``greedy`` and ``beam`` over an encoder memory ``[B, L, memory_dim]``."""
+
+    def __init__(
+        self,
+        vocab_size: int,
+        width: int,
+        layers: int,
+        heads: int,
+        ff_units: int,
+        dropout: float,
+        memory_dim: int,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if width % heads:
+            raise ValueError(f"the width {width} must be a multiple of the heads {heads}")
+        self.width, self.layers = width, layers
+        self.embedding = keras.layers.Embedding(vocab_size, width, name="embedding")
+        for i in range(layers):  # named attributes: tf.train.Checkpoint skips lists
+            block = DecoderBlock(width, heads, ff_units, dropout, name=f"block{i}")
+            setattr(self, f"block{i}", block)
+        self.final_norm = keras.layers.LayerNormalization(epsilon=1e-6, name="final_norm")
+        self.logits = keras.layers.Dense(vocab_size, dtype="float32", name="logits")
+        self.dropout = keras.layers.Dropout(dropout) if dropout else None
+        self.embedding.build(None)
+        for block in self.blocks:
+            block.build_for(memory_dim)
+        self.final_norm.build((None, width))
+        self.logits.build((None, width))
+        self.built = True
+
+    @property
+    def blocks(self) -> list[DecoderBlock]:
+        return [getattr(self, f"block{i}") for i in range(self.layers)]
+
+    def _inputs(self, tokens: tf.Tensor, first: tf.Tensor, training: bool) -> tf.Tensor:
+        """Embedded tokens ``[B, T]`` (scaled by sqrt(width)) plus the positions from ``first``."""
+        embedded = tf.cast(self.embedding(tokens), tf.float32) * math.sqrt(self.width)
+        steps = tf.shape(tokens)[1]
+        signal = timing_signal_1d(first + tf.range(steps), self.width)
+        x = tf.cast(embedded + signal[None], self.compute_dtype)
+        return self.dropout(x, training=training) if self.dropout is not None else x
+
+    def _image(self, memory: tf.Tensor) -> list[tuple[tf.Tensor, tf.Tensor]]:
+        """Each block's keys and values of the map: once per image, not once per token."""
+        memory = tf.cast(memory, self.compute_dtype)
+        return [block.cross_attention.keys_values(memory) for block in self.blocks]
+
+    def _output(self, x: tf.Tensor, cross: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """Logits, and the last block's cross-attention averaged over heads: the heatmaps."""
+        return self.logits(self.final_norm(x)), tf.reduce_mean(cross, axis=1)
+
+    def call(self, inputs: tuple[tf.Tensor, tf.Tensor], training: bool = False) -> tf.Tensor:
+        memory, tokens_in = inputs
+        x = self._inputs(tokens_in, tf.constant(0), training)
+        steps = tf.shape(tokens_in)[1]
+        causal = tf.linalg.band_part(tf.ones([steps, steps], tf.bool), -1, 0)
+        cross = None
+        for block, image in zip(self.blocks, self._image(memory), strict=True):
+            keys, values = block.self_attention.keys_values(block.self_norm(x))
+            x, cross = block.run(x, (keys, values, causal), image, training)
+        return self._output(x, cross)[0]
+
+    # -- one token at a time ---------------------------------------------------------------
+    def start_cache(self, batch: tf.Tensor, max_len: tf.Tensor) -> Cache:
+        shape = [batch, self.blocks[0].self_attention.heads, max_len, self.width]
+        shape[-1] //= shape[1]
+        zeros = tf.zeros(shape, self.compute_dtype)
+        return {
+            "keys": [zeros for _ in self.blocks],
+            "values": [zeros for _ in self.blocks],
+            "position": tf.zeros([batch], tf.int32),
+        }
+
+    def step(
+        self, tokens: tf.Tensor, cache: Cache, image: list[tuple[tf.Tensor, tf.Tensor]]
+    ) -> tuple[tf.Tensor, tf.Tensor, Cache]:
+        """Tokens ``[B]`` at ``cache["position"]`` -> float32 logits ``[B, V]``, attention
+        ``[B, L]`` and the cache with this position written."""
+        position = cache["position"][0]  # every row is at the same position
+        slots = tf.shape(cache["keys"][0])[2]
+        here = tf.one_hot(position, slots, dtype=self.compute_dtype)[None, None, :, None]
+        allowed = (tf.range(slots) <= position)[None, None, None, :]
+        x = self._inputs(tokens[:, None], position, training=False)
+        new = {"keys": [], "values": [], "position": cache["position"] + 1}
+        cross = None
+        for i, (block, image_kv) in enumerate(zip(self.blocks, image, strict=True)):
+            key, value = block.self_attention.keys_values(block.self_norm(x))
+            keys = cache["keys"][i] * (1 - here) + key * here
+            values = cache["values"][i] * (1 - here) + value * here
+            new["keys"].append(keys)
+            new["values"].append(values)
+            x, cross = block.run(x, (keys, values, allowed), image_kv, training=False)
+        logits, attention = self._output(x, cross)
+        return logits[:, 0], attention[:, 0], new
+
+    def greedy(self, memory: tf.Tensor, max_len: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """Argmax feedback from ``<s>``; a row emits 0 (and zero attention) after its ``</s>``."""
+        batch = tf.shape(memory)[0]
+        image = self._image(memory)
+        tokens = tf.TensorArray(tf.int32, size=0, dynamic_size=True, element_shape=[None])
+        weights = tf.TensorArray(tf.float32, size=0, dynamic_size=True, element_shape=[None, None])
+
+        def cond(t, token, finished, cache, tokens, weights):
+            return tf.logical_and(t < max_len, tf.logical_not(tf.reduce_all(finished)))
+
+        def body(t, token, finished, cache, tokens, weights):
+            logits, attention, cache = self.step(token, cache, image)
+            token = tf.where(finished, PAD, tf.argmax(logits, axis=-1, output_type=tf.int32))
+            attention = tf.where(finished[:, None], 0.0, attention)
+            finished = tf.logical_or(finished, tf.equal(token, END))
+            tokens, weights = tokens.write(t, token), weights.write(t, attention)
+            return t + 1, token, finished, cache, tokens, weights
+
+        start = (
+            tf.constant(0),
+            tf.fill([batch], START),
+            tf.zeros([batch], tf.bool),
+            self.start_cache(batch, max_len),
+            tokens,
+            weights,
+        )
+        steps, _, _, _, tokens, weights = tf.while_loop(
+            cond, body, start, maximum_iterations=max_len
+        )
+        missing = max_len - steps
+        token_ids = tf.pad(tf.transpose(tokens.stack()), [[0, 0], [0, missing]])
+        attention = tf.pad(tf.transpose(weights.stack(), [1, 0, 2]), [[0, 0], [0, missing], [0, 0]])
+        return token_ids, attention
+
+    def beam(
+        self, memory: tf.Tensor, max_len: tf.Tensor, beam_width: int, length_penalty: float
+    ) -> BeamResult:
+        """Beam search over ``step``; the map's keys and values are repeated per beam (row b's
+        beams at ``b*K .. b*K+K-1``), the cache is what ``beam_search`` reorders."""
+        batch = tf.shape(memory)[0]
+        image = [
+            tuple(tf.repeat(part, beam_width, axis=0) for part in pair)
+            for pair in self._image(memory)
+        ]
+
+        def step_fn(tokens: tf.Tensor, cache: Cache) -> tuple[tf.Tensor, tf.Tensor, Cache]:
+            logits, attention, cache = self.step(tokens, cache, image)
+            return tf.nn.log_softmax(logits), attention, cache
+
+        return beam_search(
+            step_fn,
+            self.start_cache(batch * beam_width, max_len),
+            batch_size=batch,
+            beam_width=beam_width,
+            max_len=max_len,
+            length_penalty=length_penalty,
+            attention_size=tf.shape(memory)[1],
+            start_id=START,
+            end_id=END,
+        )
