@@ -119,13 +119,13 @@ def test_dvc_repro_then_noop_then_param_change_then_experiment(tmp_path):
     assert ran_stages(run(["dvc", "repro"], project).stdout) == rerun
 
     run("git add -A && git commit -qm min_count", project)
-    run(["dvc", "exp", "run", "-S", "shards.max_tokens=20"], project, timeout=600)
-    run(["dvc", "exp", "run", "-S", "model.variant=transformer"], project, timeout=600)
+    experiment = ["-S", "shards.max_tokens=20", "-S", "model.variant=transformer"]
+    run(["dvc", "exp", "run", *experiment], project, timeout=600)
+    assert bundle.read_record(project / "models" / "best")["model"]["variant"] == "transformer"
     shown = json.loads(run(["dvc", "exp", "show", "--json"], project).stdout)
-    filtered = [_metric(e, "reports/data.json", "filtered") for e in _experiments(shown)]
-    assert any(f and f > 0 for f in filtered), filtered
-    samples = [_metric(e, "metrics.json", "samples") for e in _experiments(shown)]
-    assert len(samples) == 2 and all(s and s > 0 for s in samples), samples
+    [entry] = _experiments(shown)
+    assert _metric(entry, "reports/data.json", "filtered") > 0
+    assert _metric(entry, "metrics.json", "samples") > 0
     plots = json.loads(run(["dvc", "plots", "show", "--json"], project).stdout)
     names = list(plots["data"])
     assert any("bleu_by_length" in name for name in names), names

@@ -45,7 +45,9 @@ class MultiHeadAttention(keras.layers.Layer):
         self.heads, self.depth = heads, width // heads
         dense = keras.layers.Dense
         self.query = dense(width, name="query")
-        self.key = dense(width, name="key")
+        # no bias: it adds the same q.b to every score of a query, which softmax ignores, so its
+        # gradient is rounding noise that Adam would blow up into steps
+        self.key = dense(width, use_bias=False, name="key")
         self.value = dense(width, name="value")
         self.out = dense(width, name="out")
 

