@@ -173,6 +173,7 @@ class TrainSettings:
     beta_1: float = 0.9
     beta_2: float = 0.999
     clip_norm: float = 5.0  # the gradients' global norm is clipped to this (0: not clipped)
+    label_smoothing: float = 0.0  # training loss only; validation loss stays the plain one
     ema_decay: float = 0.995  # validate and export a moving average of the weights (0: off)
     checkpoint_every: int = 200
     patience: int = 4  # epochs without validation improvement before stopping
@@ -214,6 +215,12 @@ class TrainSettings:
             _require(0 <= getattr(self, name) < 1, name, getattr(self, name), "must be in [0, 1)")
         _require(self.clip_norm >= 0, "clip_norm", self.clip_norm, "must be >= 0 (0: no clipping)")
         _require(0 <= self.ema_decay < 1, "ema_decay", self.ema_decay, "must be in [0, 1)")
+        _require(
+            0 <= self.label_smoothing < 1,
+            "label_smoothing",
+            self.label_smoothing,
+            "must be in [0, 1)",
+        )
         _require(
             self.mixed_precision in PRECISIONS,
             "mixed_precision",

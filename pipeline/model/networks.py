@@ -746,12 +746,15 @@ def _target_mask(tokens_out: tf.Tensor) -> tf.Tensor:
     return tf.cast(tf.not_equal(tokens_out, PAD), tf.float32)
 
 
-def masked_loss(tokens_out: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
-    """Mean cross-entropy over the real (non-pad) target tokens of this batch."""
+def masked_loss(tokens_out: tf.Tensor, logits: tf.Tensor, smoothing: float = 0.0) -> tf.Tensor:
+    """Mean cross-entropy over the real (non-pad) target tokens of this batch; with
+    ``smoothing`` the target puts that much of its mass evenly on every token."""
     tokens_out = tf.cast(tokens_out, tf.int32)
-    losses = tf.nn.sparse_softmax_cross_entropy_with_logits(
-        labels=tokens_out, logits=tf.cast(logits, tf.float32)
-    )
+    logits = tf.cast(logits, tf.float32)
+    losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tokens_out, logits=logits)
+    if smoothing:
+        uniform = -tf.reduce_mean(tf.nn.log_softmax(logits), axis=-1)
+        losses = (1.0 - smoothing) * losses + smoothing * uniform
     mask = _target_mask(tokens_out)
     return tf.reduce_sum(losses * mask) / tf.maximum(tf.reduce_sum(mask), 1.0)
 

@@ -202,7 +202,7 @@ class Trainer:
         replicas = self.strategy.num_replicas_in_sync
         with tf.GradientTape() as tape:
             logits = self.model((images, tokens[:, :-1]), training=True)
-            loss = networks.masked_loss(tokens[:, 1:], logits)
+            loss = networks.masked_loss(tokens[:, 1:], logits, self.settings.label_smoothing)
             total = (loss + networks.regularization_loss(self.model)) / replicas
             scaled = self.optimizer.scale_loss(total)
         grads = tape.gradient(scaled, self.model.trainable_variables)
@@ -341,8 +341,8 @@ class Trainer:
             progress.step += 1
             progress.step_in_epoch += 1
             progress.seconds = seconds_before + time.monotonic() - start
-            if timed:  # the slowest worker's clock, so all stop at the same step
-                progress.seconds = self._agreed(progress.seconds, tf.distribute.ReduceOp.MAX)
+            if timed:  # the workers' mean clock, so all stop at the same step
+                progress.seconds = self._agreed(progress.seconds, tf.distribute.ReduceOp.MEAN)
             progress.last_loss, progress.last_accuracy = float(loss), float(accuracy)
             detail = (
                 f"epoch {progress.epoch + 1}, loss {progress.last_loss:.4f}, "

@@ -267,6 +267,12 @@ def test_masked_loss_and_accuracy_by_hand() -> None:
     assert float(networks.masked_loss(targets, logits)) == pytest.approx(expected_loss, rel=1e-5)
     assert float(networks.token_accuracy(targets, logits)) == pytest.approx(expected_acc)
     assert float(networks.masked_loss(np.zeros_like(targets), logits)) == 0.0  # no NaN
+    # smoothed: 0.9 of the mass on the target, 0.1 spread evenly over the 5 tokens
+    smoothed = -np.mean(
+        [0.9 * log_probs[b, t, targets[b, t]] + 0.1 * log_probs[b, t].mean() for b, t in real]
+    )
+    got = float(networks.masked_loss(targets, logits, smoothing=0.1))
+    assert got == pytest.approx(smoothed, rel=1e-5) and got != pytest.approx(expected_loss)
 
 
 def test_regularization_covers_kernels_only() -> None:
