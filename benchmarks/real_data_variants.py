@@ -38,6 +38,8 @@ from pipeline.contracts import shard_paths  # noqa: E402
 from pipeline.model import bundle, decode  # noqa: E402
 from tests.conftest import SHARED_DATA, copy_project, init_git, tool_env  # noqa: E402
 
+CODE = ("pipeline", "workflow", "Snakefile", "dvc.yaml")  # what a kept project takes anew
+
 
 def sh(cmd: list[str] | str, cwd: Path) -> str:
     proc = subprocess.run(
@@ -50,17 +52,19 @@ def sh(cmd: list[str] | str, cwd: Path) -> str:
 
 def prepare(project: Path, formulas: Path) -> dict:
     """The data stages on the real formulas; in a kept project, the code is brought up to date
-    and DVC reruns only what that touches."""
-    kept = (project / ".git").is_dir()
-    if kept:
-        shutil.rmtree(project / "pipeline")
-    copy_project(project)
-    params = yaml.safe_load((project / "params.yaml").read_text())
-    params["step0"]["input"] = str(formulas)
-    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    if kept:
+    (only the code: params and the files DVC keeps stay) and DVC reruns what that touches."""
+    if (project / ".git").is_dir():
+        for name in CODE:
+            target = project / name
+            shutil.rmtree(target) if target.is_dir() else target.unlink()
+            copy = shutil.copytree if (ROOT / name).is_dir() else shutil.copy2
+            copy(ROOT / name, target)
         sh("git add -A && git commit -qm code --allow-empty", project)
     else:
+        copy_project(project)
+        params = yaml.safe_load((project / "params.yaml").read_text())
+        params["step0"]["input"] = str(formulas)
+        (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
         init_git(project, "real")
     sh(["dvc", "repro", "shards"], project)
     sh("git add -A && git commit -qm data --allow-empty", project)
