@@ -9,7 +9,7 @@ decoding images/s (the test split, timed here, greedy and beam).
 The budget is equal wall-clock minutes (`--minutes`: `train.max_minutes`, so the figures are
 this machine's) or equal steps (`--steps`: `train.max_steps`, the deterministic budget `make run`
 uses). A variant may carry its own settings, for side-by-side trials in one run:
-`transformer@train.learning_rate=0.001,train.warmup_steps=200`. `--keep DIR` keeps the
+`'transformer@train.learning_rate=0.001;train.warmup_steps=200'`. `--keep DIR` keeps the
 prepared project there and reuses it next time.
 
     python benchmarks/real_data_variants.py [--minutes 20 | --steps 1500]
@@ -78,9 +78,9 @@ def budget_flags(minutes: float | None, steps: int | None) -> list[str]:
 
 
 def run_variant(project: Path, spec: str, budget: list[str]) -> dict:
-    """Train and evaluate ``variant[@key=value,...]``; its own settings come last and win."""
+    """Train and evaluate ``variant[@key=value;...]``; its own settings come last and win."""
     variant, _, extra = spec.partition("@")
-    flags = [f"model.variant={variant}", *budget, *filter(None, extra.split(","))]
+    flags = [f"model.variant={variant}", *budget, *filter(None, extra.split(";"))]
     sh(["dvc", "exp", "run", *(arg for flag in flags for arg in ("-S", flag))], project)
     scores = json.loads((project / "metrics.json").read_text())
     live = json.loads((project / "dvclive" / "metrics.json").read_text())
@@ -134,7 +134,7 @@ def _value(scores: dict, path: tuple[str, ...]):
 
 def print_table(rows: list[dict]) -> None:
     """One line per variant and search: beam (the headline) and greedy, side by side."""
-    header = " ".join(f"{name:>{width}}" for name, width, _ in COLUMNS + SPEEDS)
+    header = " ".join(f"{name:>{width}}" for name, width, *_ in COLUMNS + SPEEDS)
     label = max(9, *(len(r["variant"]) for r in rows))
     print(f"{'variant':{label}} {'search':7} {'epochs':>6} {'steps':>6} {header} {'test':>5}")
     for r in rows:
@@ -175,7 +175,11 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="real-variants-") as tmp:
         project = args.keep.resolve() if args.keep else Path(tmp) / "project"
         data = prepare(project, args.formulas.resolve())
-        rows = [run_variant(project, v, flags) for v in args.variants]
+        rows = []
+        for spec in args.variants:  # each row kept as soon as it exists
+            rows.append(run_variant(project, spec, flags))
+            if args.json:
+                args.json.write_text(json.dumps({"data": data, "variants": rows}, indent=2))
     each = f"{args.steps} steps" if args.steps else f"{args.minutes:g} min"
     print(
         f"real formulas ({args.formulas.name}): {data['rows_by_split']} rows, "
