@@ -196,16 +196,21 @@ def test_two_worker_processes_train_what_two_devices_in_one_process_do(tiny_shar
     assert not any((tmp_path / "tmp1").iterdir())  # worker 1 removed what it wrote
 
 
-def test_a_time_cap_cuts_the_run_and_says_so(tiny_shards, tmp_path):
-    """``max_minutes`` (here 6 ms) ends training after its first step, in this process."""
-    params = config.parse(tiny_settings(max_minutes=1e-4, max_steps=0, label_smoothing=0.1))
-    trainer = Trainer(
+def in_process_trainer(tiny_shards: Path, **train_overrides) -> Trainer:
+    """The train stage's Trainer in this process: one replica, the default strategy."""
+    params = config.parse(tiny_settings(**train_overrides))
+    return Trainer(
         params.model,
         params.train,
         tiny_shards / "shards",
         tiny_shards / "vocab.json",
         bundle.Preprocessing(params.render.dpi, params.crop),
     )
+
+
+def test_a_time_cap_cuts_the_run_and_says_so(tiny_shards, tmp_path):
+    """``max_minutes`` (here 6 ms) ends training after its first step, in this process."""
+    trainer = in_process_trainer(tiny_shards, max_minutes=1e-4, max_steps=0, label_smoothing=0.1)
     trainer.run(tmp_path / "model", tmp_path / "ckpt", tmp_path / "live")
     live = json.loads((tmp_path / "live" / "metrics.json").read_text())
     assert (live["stopped_by"], live["cut_by_time"], live["steps"]) == ("minutes", True, 1)
@@ -213,14 +218,7 @@ def test_a_time_cap_cuts_the_run_and_says_so(tiny_shards, tmp_path):
 
 
 def test_moving_average_follows_the_weights_and_is_what_validation_sees(tiny_shards):
-    params = config.parse(tiny_settings(ema_decay=0.5))
-    trainer = Trainer(
-        params.model,
-        params.train,
-        tiny_shards / "shards",
-        tiny_shards / "vocab.json",
-        bundle.Preprocessing(params.render.dpi, params.crop),
-    )
+    trainer = in_process_trainer(tiny_shards, ema_decay=0.5)
     trainer.build()
     weights = trainer.model.trainable_variables
     step = trainer.make_train_step()
