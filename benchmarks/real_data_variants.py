@@ -81,6 +81,7 @@ def run_variant(project: Path, spec: str, budget: list[str]) -> dict:
     """Train and evaluate ``variant[@key=value;...]``; its own settings come last and win."""
     variant, _, extra = spec.partition("@")
     flags = [f"model.variant={variant}", *budget, *filter(None, extra.split(";"))]
+    sh("git checkout -- params.yaml", project)  # `dvc exp run` leaves the last run's settings
     sh(["dvc", "exp", "run", *(arg for flag in flags for arg in ("-S", flag))], project)
     scores = json.loads((project / "metrics.json").read_text())
     live = json.loads((project / "dvclive" / "metrics.json").read_text())

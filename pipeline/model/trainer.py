@@ -226,13 +226,14 @@ class Trainer:
 
         return step
 
-    def _agreed(self, value: float, op: tf.distribute.ReduceOp) -> float:
-        """One value for all workers, for what steers the loop: workers that decided apart
-        (a time budget, the best epoch) would wait forever for each other's collectives."""
+    def _agreed(self, value: float) -> float:
+        """One value for all workers (their mean), for what steers the loop: workers that
+        decided apart (a time budget, the best epoch) would wait forever for each other's
+        collectives."""
         if self.devices.workers == 1:
             return value
         per_replica = self.strategy.run(lambda: tf.constant(value, tf.float64))
-        return float(self.strategy.reduce(op, per_replica, axis=None))
+        return float(self.strategy.reduce(tf.distribute.ReduceOp.MEAN, per_replica, axis=None))
 
     @tf.function(reduce_retracing=True)
     def _eval_step(self, images, tokens):
@@ -342,7 +343,7 @@ class Trainer:
             progress.step_in_epoch += 1
             progress.seconds = seconds_before + time.monotonic() - start
             if timed:  # the workers' mean clock, so all stop at the same step
-                progress.seconds = self._agreed(progress.seconds, tf.distribute.ReduceOp.MEAN)
+                progress.seconds = self._agreed(progress.seconds)
             progress.last_loss, progress.last_accuracy = float(loss), float(accuracy)
             detail = (
                 f"epoch {progress.epoch + 1}, loss {progress.last_loss:.4f}, "
@@ -381,9 +382,7 @@ class Trainer:
 
     def _end_epoch_averaged(self, progress: Progress, live: Live) -> None:
         val_loss, val_accuracy, val_bleu = self._validate()
-        score = self._agreed(
-            val_bleu if val_bleu is not None else -val_loss, tf.distribute.ReduceOp.MEAN
-        )
+        score = self._agreed(val_bleu if val_bleu is not None else -val_loss)
         train_loss, train_accuracy = progress.last_loss, progress.last_accuracy
         for name, value in {
             "train/loss": train_loss,
