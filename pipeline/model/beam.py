@@ -26,6 +26,16 @@ _NEG_INF = float("-inf")
 StepFn = Callable[[tf.Tensor, Any], tuple[tf.Tensor, tf.Tensor, Any]]
 
 
+def log_probabilities(step_fn: StepFn) -> StepFn:
+    """A step function that returns logits, as one that returns what beam search ranks by."""
+
+    def step(tokens: tf.Tensor, state: Any) -> tuple[tf.Tensor, tf.Tensor, Any]:
+        logits, attention, state = step_fn(tokens, state)
+        return tf.nn.log_softmax(tf.cast(logits, tf.float32)), attention, state
+
+    return step
+
+
 class BeamResult(NamedTuple):
     """The best hypothesis of every batch row."""
 

@@ -30,7 +30,8 @@ from pipeline.contracts import END_ID as END
 from pipeline.contracts import PAD_ID as PAD
 from pipeline.contracts import START_ID as START
 from pipeline.contracts import UNK_ID as UNK
-from pipeline.model.beam import BeamResult, beam_search, check_arguments
+from pipeline.model.beam import BeamResult, StepFn, beam_search, check_arguments, log_probabilities
+from pipeline.model.greedy import greedy_search
 from pipeline.model.layers import FullMapAttention, PeepholeLSTMCell
 from pipeline.model.positions import timing_signal_2d
 from pipeline.model.transformer import TransformerDecoder
@@ -576,43 +577,27 @@ class AttentionDecoder(keras.layers.Layer):
             tf.transpose(contexts.stack(), [1, 0, 2]),
         )
 
-    def greedy(self, memory: tf.Tensor, max_len: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        """Argmax feedback from ``<s>``; a row emits 0 (and zero attention) after its ``</s>``."""
-        batch = tf.shape(memory)[0]
-        keys = self.attention_keys(memory)
-        tokens = tf.TensorArray(tf.int32, size=0, dynamic_size=True, element_shape=[None])
-        weights = tf.TensorArray(tf.float32, size=0, dynamic_size=True, element_shape=[None, None])
+    def _step_fn(self, memory: tf.Tensor, keys: tf.Tensor) -> StepFn:
+        """One token for the searches: float32 logits, attention and the new state."""
 
-        def cond(t, token, finished, state, tokens, weights):
-            return tf.logical_and(t < max_len, tf.logical_not(tf.reduce_all(finished)))
-
-        def body(t, token, finished, state, tokens, weights):
-            embedded = self._embed(token)
+        def step_fn(tokens: tf.Tensor, state: State) -> tuple[tf.Tensor, tf.Tensor, State]:
+            embedded = self._embed(tokens)
             output, context, attention, state = self.step(embedded, state, memory, keys)
             logits = self.output_logits(embedded, output, context, training=False)
-            token = tf.where(finished, PAD, tf.argmax(logits, axis=-1, output_type=tf.int32))
-            attention = tf.where(finished[:, None], 0.0, attention)
-            finished = tf.logical_or(finished, tf.equal(token, END))
-            tokens, weights = tokens.write(t, token), weights.write(t, attention)
-            return t + 1, token, finished, state, tokens, weights
+            return tf.cast(logits, tf.float32), attention, state
 
-        steps, _, _, _, tokens, weights = tf.while_loop(
-            cond,
-            body,
-            (
-                tf.constant(0),
-                tf.fill([batch], START),
-                tf.zeros([batch], tf.bool),
-                self.initial_state(memory),
-                tokens,
-                weights,
-            ),
-            maximum_iterations=max_len,
+        return step_fn
+
+    def greedy(self, memory: tf.Tensor, max_len: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """Argmax feedback from ``<s>``; a row emits 0 (and zero attention) after its ``</s>``."""
+        return greedy_search(
+            self._step_fn(memory, self.attention_keys(memory)),
+            self.initial_state(memory),
+            batch_size=tf.shape(memory)[0],
+            max_len=max_len,
+            start_id=START,
+            end_id=END,
         )
-        missing = max_len - steps
-        token_ids = tf.pad(tf.transpose(tokens.stack()), [[0, 0], [0, missing]])
-        attention = tf.pad(tf.transpose(weights.stack(), [1, 0, 2]), [[0, 0], [0, missing], [0, 0]])
-        return token_ids, attention
 
     def beam(
         self, memory: tf.Tensor, max_len: tf.Tensor, beam_width: int, length_penalty: float
@@ -624,16 +609,8 @@ class AttentionDecoder(keras.layers.Layer):
             return tf.repeat(x, beam_width, axis=0)
 
         keys = tile(self.attention_keys(memory))  # project once per row, not once per beam
-        tiled = tile(memory)
-
-        def step_fn(tokens: tf.Tensor, state: State) -> tuple[tf.Tensor, tf.Tensor, State]:
-            embedded = self._embed(tokens)
-            output, context, attention, state = self.step(embedded, state, tiled, keys)
-            logits = self.output_logits(embedded, output, context, training=False)
-            return tf.nn.log_softmax(tf.cast(logits, tf.float32)), attention, state
-
         return beam_search(
-            step_fn,
+            log_probabilities(self._step_fn(tile(memory), keys)),
             tf.nest.map_structure(tile, self.initial_state(memory)),
             batch_size=tf.shape(memory)[0],
             beam_width=beam_width,
