@@ -11,10 +11,12 @@ twice the forward, as ``paper_graph.py`` counts Singh's graph):
 - the logits, d V per token.
 
 Then it times real training steps of the ``small`` preset and of NOPOOL's on this CPU, side by
-side at the same batch and image size, and projects the large preset's samples/s on a GPU at
-``--gpu-tflops`` (sustained, assumed: stated, not measured).
+side at the same batch and image size, in float32 and under each other ``train.mixed_precision``
+of ``--precisions`` (bfloat16 by default, for CPUs with AVX512_BF16), and projects the large
+preset's samples/s on a GPU at ``--gpu-tflops`` (sustained, assumed: stated, not measured).
 
     python benchmarks/transformer_cost.py [--tokens 100] [--height 64] [--width 480] [--batch 8]
+        [--precisions off bf16]
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pipeline import config  # noqa: E402
-from pipeline.model import networks  # noqa: E402
+from pipeline.model import devices, networks  # noqa: E402
 
 VOCAB = 300
 
@@ -61,9 +63,13 @@ def transformer_flops(cfg: networks.ModelConfig, height: int, width: int, tokens
     return 3 * 2 * (encoder + decoder)
 
 
-def time_steps(cfg: networks.ModelConfig, batch: int, shape: tuple[int, int, int]) -> float:
-    """Seconds per training step (forward, backward, Adam), median of 5 after 2 warm-ups."""
+def time_steps(
+    cfg: networks.ModelConfig, batch: int, shape: tuple[int, int, int], policy: str
+) -> float:
+    """Seconds per training step (forward, backward, Adam) under a Keras precision policy,
+    median of 5 after 2 warm-ups."""
     height, width, tokens = shape
+    tf.keras.mixed_precision.set_global_policy(policy)
     model = networks.build_model(cfg, VOCAB)
     optimizer = tf.keras.optimizers.Adam(1e-3)
     optimizer.build(model.trainable_variables)
@@ -94,6 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--height", type=int, default=64)
     parser.add_argument("--width", type=int, default=480)
     parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument(
+        "--precisions", nargs="+", default=["off", "bf16"], help="train.mixed_precision values"
+    )
     parser.add_argument("--gpu-tflops", type=float, nargs="+", default=[20.0, 60.0])
     args = parser.parse_args(argv)
     shape = (args.height, args.width, args.tokens)
@@ -108,9 +117,20 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\ntraining steps on this CPU, batch {args.batch} (median of 5):")
     rates = {}
     for variant in ("nopool", "transformer"):
-        seconds = time_steps(model_config(variant, "small"), args.batch, shape)
-        rates[variant] = args.batch / seconds
-        print(f"  {variant:12} small: {seconds:.3f} s/step, {rates[variant]:.1f} samples/s")
+        for precision in args.precisions:
+            policy = devices.precision_policy(precision, gpus=False)
+            seconds = time_steps(model_config(variant, "small"), args.batch, shape, policy)
+            rates[variant, precision] = args.batch / seconds
+            print(
+                f"  {variant:12} small, {policy:15} {seconds:.3f} s/step, "
+                f"{rates[variant, precision]:.1f} samples/s"
+            )
+    first = args.precisions[0]
+    for precision in args.precisions[1:]:
+        for variant in ("nopool", "transformer"):
+            ratio = rates[variant, precision] / rates[variant, first]
+            print(f"  {variant} {precision}/{first} samples/s: {ratio:.2f}x")
+    rates = {variant: rates[variant, first] for variant in ("nopool", "transformer")}
     achieved = flops["small"] * rates["transformer"] / 1e9
     print(f"  transformer/nopool samples/s: {rates['transformer'] / rates['nopool']:.2f}x")
     print(f"  transformer small achieved {achieved:.1f} GFLOP/s here")

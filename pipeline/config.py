@@ -21,7 +21,7 @@ import yaml
 VARIANTS = ("seq2seq", "nopool", "strips", "transformer")
 PRESETS = ("small", "paper", "large", "tiny")
 LR_SCHEDULES = ("constant", "cosine")
-PRECISIONS = ("auto", "on", "off")
+PRECISIONS = ("auto", "on", "off", "bf16")
 MIN_FORMULA_TOKENS = 10  # generate: a shorter cap leaves the grammar too little room
 
 
@@ -183,7 +183,7 @@ class TrainSettings:
     # bucket), as Singh 2018 batched; empty: size buckets only
     length_bins: tuple[int, ...] = ()
     seed: int = 0
-    mixed_precision: str = "auto"  # auto (on with GPUs) | on | off
+    mixed_precision: str = "auto"  # auto (on with GPUs) | on | off | bf16
     progress_every_s: float = 30.0  # a progress line in the log at most this often
 
     def check(self) -> None:

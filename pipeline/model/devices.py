@@ -109,6 +109,16 @@ def _local_strategy(gpus: int, cpu_devices: int) -> tf.distribute.Strategy:
     return tf.distribute.get_strategy()
 
 
+def precision_policy(mixed_precision: str, gpus: bool) -> str:
+    """The Keras policy for ``train.mixed_precision``: float16 on GPUs by default; ``bf16`` is
+    for CPUs with bfloat16 instructions (AVX512_BF16, AMX) and GPUs from Ampere on, and needs no
+    loss scaling (bfloat16 has float32's exponent range)."""
+    if mixed_precision == "bf16":
+        return "mixed_bfloat16"
+    use_mixed = {"auto": gpus, "on": True, "off": False}[mixed_precision]
+    return "mixed_float16" if use_mixed else "float32"
+
+
 def setup(mixed_precision: str = "auto") -> Devices:
     """Pick the distribution strategy and the Keras precision policy; must run before any op."""
     gpus = tf.config.list_physical_devices("GPU")
@@ -123,8 +133,7 @@ def setup(mixed_precision: str = "auto") -> Devices:
     else:
         strategy = tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
         worker, workers = int(resolver.task_id), len(resolver.cluster_spec().as_dict()["worker"])
-    use_mixed = {"auto": bool(gpus), "on": True, "off": False}[mixed_precision]
-    policy = "mixed_float16" if use_mixed else "float32"
+    policy = precision_policy(mixed_precision, bool(gpus))
     tf.keras.mixed_precision.set_global_policy(policy)
     devices = Devices(strategy, policy, worker, workers)
     log.info(

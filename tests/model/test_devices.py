@@ -68,3 +68,18 @@ def test_a_slurm_step_of_several_tasks_is_a_cluster(monkeypatch):
     assert resolver.task_id == 3
     assert resolver.num_accelerators() == {"GPU": 1}
     assert os.environ["CUDA_VISIBLE_DEVICES"] == "1"  # not reassigned
+
+
+@pytest.mark.parametrize(
+    ("asked", "gpus", "policy"),
+    [
+        ("auto", False, "float32"),
+        ("auto", True, "mixed_float16"),
+        ("on", False, "mixed_float16"),
+        ("off", True, "float32"),
+        ("bf16", False, "mixed_bfloat16"),
+        ("bf16", True, "mixed_bfloat16"),
+    ],
+)
+def test_precision_policy_follows_the_param_and_the_devices(asked, gpus, policy):
+    assert devices.precision_policy(asked, gpus) == policy

@@ -50,11 +50,11 @@ def seeded() -> None:
     keras.utils.set_random_seed(0)
 
 
-@pytest.fixture
-def mixed_precision() -> Iterator[None]:
-    keras.mixed_precision.set_global_policy("mixed_float16")
+@pytest.fixture(params=["mixed_float16", "mixed_bfloat16"])
+def mixed_precision(request) -> Iterator[str]:
+    keras.mixed_precision.set_global_policy(request.param)
     try:
-        yield
+        yield request.param.removeprefix("mixed_")
     finally:
         keras.mixed_precision.set_global_policy("float32")
 
@@ -348,14 +348,13 @@ def test_tf_checkpoint_round_trip(tmp_path: Path) -> None:
         np.testing.assert_array_equal(saved.numpy(), loaded.numpy(), err_msg=saved.path)
 
 
-@pytest.mark.usefixtures("mixed_precision")
 @pytest.mark.parametrize("variant", networks.VARIANTS)
-def test_mixed_precision_forward_and_decode(variant: str) -> None:
+def test_mixed_precision_forward_and_decode(variant: str, mixed_precision: str) -> None:
     config = tiny(variant)
     images, tokens = batch(config)
     with tf.distribute.MirroredStrategy().scope():
         model = networks.build_model(config, VOCAB)
-    assert model.decoder.compute_dtype == "float16"
+    assert model.decoder.compute_dtype == mixed_precision
     logits = model((images, tokens[:, :-1]))
     assert logits.dtype == tf.float32 and np.isfinite(logits.numpy()).all()
     ids, attention = model.greedy_decode(images, max_len=5)
@@ -363,8 +362,7 @@ def test_mixed_precision_forward_and_decode(variant: str) -> None:
     np.testing.assert_allclose(attention.numpy()[:, 0].sum(-1), 1.0, atol=1e-3)
 
 
-@pytest.mark.usefixtures("mixed_precision")
-def test_mixed_precision_train_step_under_mirrored_strategy() -> None:
+def test_mixed_precision_train_step_under_mirrored_strategy(mixed_precision: str) -> None:
     config = tiny("nopool", l2=1e-4)
     images, tokens = batch(config)
     strategy = tf.distribute.MirroredStrategy()
