@@ -24,9 +24,9 @@ from typing import Any
 import tensorflow as tf
 
 from pipeline.contracts import END_ID as END
-from pipeline.contracts import PAD_ID as PAD
 from pipeline.contracts import START_ID as START
-from pipeline.model.beam import BeamResult, beam_search
+from pipeline.model.beam import BeamResult, StepFn, beam_search, log_probabilities
+from pipeline.model.greedy import greedy_search
 from pipeline.model.positions import timing_signal_1d
 
 keras = tf.keras
@@ -152,12 +152,16 @@ class TransformerDecoder(keras.layers.Layer):
         for i in range(layers):  # named attributes: tf.train.Checkpoint skips lists
             block = DecoderBlock(width, heads, ff_units, dropout, name=f"block{i}")
             setattr(self, f"block{i}", block)
+        # the map's features are ReLU outputs of any scale plus a timing signal in [-1, 1]:
+        # normalized, positions weigh as much as content when the keys are formed
+        self.memory_norm = keras.layers.LayerNormalization(epsilon=1e-6, name="memory_norm")
         self.final_norm = keras.layers.LayerNormalization(epsilon=1e-6, name="final_norm")
         self.logits = keras.layers.Dense(vocab_size, dtype="float32", name="logits")
         self.dropout = keras.layers.Dropout(dropout) if dropout else None
         self.embedding.build(None)
         for block in self.blocks:
             block.build_for(memory_dim)
+        self.memory_norm.build((None, memory_dim))
         self.final_norm.build((None, width))
         self.logits.build((None, width))
         self.built = True
@@ -176,7 +180,7 @@ class TransformerDecoder(keras.layers.Layer):
 
     def _image(self, memory: tf.Tensor) -> list[tuple[tf.Tensor, tf.Tensor]]:
         """Each block's keys and values of the map: once per image, not once per token."""
-        memory = tf.cast(memory, self.compute_dtype)
+        memory = self.memory_norm(tf.cast(memory, self.compute_dtype))
         return [block.cross_attention.keys_values(memory) for block in self.blocks]
 
     def _output(self, x: tf.Tensor, cross: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -227,39 +231,23 @@ class TransformerDecoder(keras.layers.Layer):
         logits, attention = self._output(x, cross)
         return logits[:, 0], attention[:, 0], new
 
+    def _step_fn(self, image: list[tuple[tf.Tensor, tf.Tensor]]) -> StepFn:
+        def step_fn(tokens: tf.Tensor, cache: Cache) -> tuple[tf.Tensor, tf.Tensor, Cache]:
+            return self.step(tokens, cache, image)
+
+        return step_fn
+
     def greedy(self, memory: tf.Tensor, max_len: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """Argmax feedback from ``<s>``; a row emits 0 (and zero attention) after its ``</s>``."""
         batch = tf.shape(memory)[0]
-        image = self._image(memory)
-        tokens = tf.TensorArray(tf.int32, size=0, dynamic_size=True, element_shape=[None])
-        weights = tf.TensorArray(tf.float32, size=0, dynamic_size=True, element_shape=[None, None])
-
-        def cond(t, token, finished, cache, tokens, weights):
-            return tf.logical_and(t < max_len, tf.logical_not(tf.reduce_all(finished)))
-
-        def body(t, token, finished, cache, tokens, weights):
-            logits, attention, cache = self.step(token, cache, image)
-            token = tf.where(finished, PAD, tf.argmax(logits, axis=-1, output_type=tf.int32))
-            attention = tf.where(finished[:, None], 0.0, attention)
-            finished = tf.logical_or(finished, tf.equal(token, END))
-            tokens, weights = tokens.write(t, token), weights.write(t, attention)
-            return t + 1, token, finished, cache, tokens, weights
-
-        start = (
-            tf.constant(0),
-            tf.fill([batch], START),
-            tf.zeros([batch], tf.bool),
+        return greedy_search(
+            self._step_fn(self._image(memory)),
             self.start_cache(batch, max_len),
-            tokens,
-            weights,
+            batch_size=batch,
+            max_len=max_len,
+            start_id=START,
+            end_id=END,
         )
-        steps, _, _, _, tokens, weights = tf.while_loop(
-            cond, body, start, maximum_iterations=max_len
-        )
-        missing = max_len - steps
-        token_ids = tf.pad(tf.transpose(tokens.stack()), [[0, 0], [0, missing]])
-        attention = tf.pad(tf.transpose(weights.stack(), [1, 0, 2]), [[0, 0], [0, missing], [0, 0]])
-        return token_ids, attention
 
     def beam(
         self, memory: tf.Tensor, max_len: tf.Tensor, beam_width: int, length_penalty: float
@@ -271,13 +259,8 @@ class TransformerDecoder(keras.layers.Layer):
             tuple(tf.repeat(part, beam_width, axis=0) for part in pair)
             for pair in self._image(memory)
         ]
-
-        def step_fn(tokens: tf.Tensor, cache: Cache) -> tuple[tf.Tensor, tf.Tensor, Cache]:
-            logits, attention, cache = self.step(tokens, cache, image)
-            return tf.nn.log_softmax(logits), attention, cache
-
         return beam_search(
-            step_fn,
+            log_probabilities(self._step_fn(image)),
             self.start_cache(batch * beam_width, max_len),
             batch_size=batch,
             beam_width=beam_width,
