@@ -148,6 +148,7 @@ class ModelSettings:
     dropout: float | None = None
     heads: int | None = None  # transformer: attention heads
     ff_units: int | None = None  # transformer: feed-forward width
+    map_layers: int | None = None  # transformer: self-attention blocks over the feature map
 
     def check(self) -> None:
         _require(self.variant in VARIANTS, "variant", self.variant, f"must be one of {VARIANTS}")

@@ -71,6 +71,7 @@ class ModelConfig:
     # the transformer's decoder: decoder_units wide, decoder_layers blocks of these
     heads: int = 0
     ff_units: int = 0
+    map_layers: int = 0  # self-attention blocks over the feature map before the decoder
 
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:
@@ -105,6 +106,12 @@ class ModelConfig:
                 f"the transformer needs heads >= 1 dividing decoder_units and ff_units >= 1, "
                 f"got heads {self.heads}, decoder_units {self.decoder_units}, "
                 f"ff_units {self.ff_units}"
+            )
+        if self.map_layers < 0 or (self.map_layers and self.memory_dim % self.heads):
+            raise ValueError(
+                f"map_layers must be >= 0, and with map layers heads must divide the map's "
+                f"channels: got map_layers {self.map_layers}, heads {self.heads}, "
+                f"{self.memory_dim} channels"
             )
         if self.embedding_dim != self.decoder_units:
             raise ValueError(
@@ -311,7 +318,7 @@ _PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "transformer": _TRANSFORMER,
 }
 _RECURRENT_ONLY = ("attention_units", "deep_output_units", "init_units")
-_TRANSFORMER_ONLY = ("heads", "ff_units")
+_TRANSFORMER_ONLY = ("heads", "ff_units", "map_layers")
 
 
 def model_config(settings: ModelSettings) -> ModelConfig:
@@ -639,6 +646,7 @@ def _decoder(config: ModelConfig, vocab_size: int) -> keras.layers.Layer:
         ff_units=config.ff_units,
         dropout=config.dropout,
         memory_dim=config.memory_dim,
+        map_layers=config.map_layers,
         name="decoder",
     )
 

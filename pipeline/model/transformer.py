@@ -129,6 +129,37 @@ class DecoderBlock(keras.layers.Layer):
         return x + self._drop(hidden, training), weights
 
 
+class MapBlock(keras.layers.Layer):
+    """Pre-norm self-attention over the image's feature map, then a feed-forward layer (a
+    hybrid ViT's encoder block on our CNN's map): each location sees the whole formula before
+    the decoder's cross-attention looks for its place in it. No mask: every location is real."""
+
+    def __init__(self, width: int, heads: int, ff_units: int, dropout: float, **kwargs) -> None:
+        super().__init__(**kwargs)
+        norm = keras.layers.LayerNormalization
+        self.attention_norm = norm(epsilon=1e-6, name="attention_norm")
+        self.attention = MultiHeadAttention(width, heads, name="attention")
+        self.ff_norm = norm(epsilon=1e-6, name="ff_norm")
+        self.ff_in = keras.layers.Dense(ff_units, activation="gelu", name="ff_in")
+        self.ff_out = keras.layers.Dense(width, name="ff_out")
+        self.dropout = keras.layers.Dropout(dropout) if dropout else None
+        for layer in (self.attention_norm, self.ff_norm, self.ff_in):
+            layer.build((None, width))
+        self.attention.build_for(width, width)
+        self.ff_out.build((None, ff_units))
+        self.built = True
+
+    def _drop(self, x: tf.Tensor, training: bool) -> tf.Tensor:
+        return self.dropout(x, training=training) if self.dropout is not None else x
+
+    def call(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:
+        normed = self.attention_norm(x)
+        attended, _ = self.attention.attend(normed, *self.attention.keys_values(normed), None)
+        x = x + self._drop(attended, training)
+        hidden = self.ff_out(self._drop(self.ff_in(self.ff_norm(x)), training))
+        return x + self._drop(hidden, training)
+
+
 class TransformerDecoder(keras.layers.Layer):
     """Token decoder with the interface of the recurrent ``AttentionDecoder``: ``call`` (teacher
     forcing), ``greedy`` and ``beam`` over an encoder memory ``[B, L, memory_dim]``."""
@@ -142,12 +173,18 @@ class TransformerDecoder(keras.layers.Layer):
         ff_units: int,
         dropout: float,
         memory_dim: int,
+        map_layers: int = 0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if width % heads:
-            raise ValueError(f"the width {width} must be a multiple of the heads {heads}")
-        self.width, self.layers = width, layers
+        if width % heads or (map_layers and memory_dim % heads):
+            raise ValueError(
+                f"the width {width} (and with map layers the map's {memory_dim}) must be a "
+                f"multiple of the heads {heads}"
+            )
+        self.width, self.layers, self.map_layers = width, layers, map_layers
+        for i in range(map_layers):
+            setattr(self, f"map_block{i}", MapBlock(memory_dim, heads, ff_units, dropout))
         self.embedding = keras.layers.Embedding(vocab_size, width, name="embedding")
         for i in range(layers):  # named attributes: tf.train.Checkpoint skips lists
             block = DecoderBlock(width, heads, ff_units, dropout, name=f"block{i}")
@@ -178,9 +215,14 @@ class TransformerDecoder(keras.layers.Layer):
         x = tf.cast(embedded + signal[None], self.compute_dtype)
         return self.dropout(x, training=training) if self.dropout is not None else x
 
-    def _image(self, memory: tf.Tensor) -> list[tuple[tf.Tensor, tf.Tensor]]:
+    def _image(
+        self, memory: tf.Tensor, training: bool = False
+    ) -> list[tuple[tf.Tensor, tf.Tensor]]:
         """Each block's keys and values of the map: once per image, not once per token."""
-        memory = self.memory_norm(tf.cast(memory, self.compute_dtype))
+        memory = tf.cast(memory, self.compute_dtype)
+        for i in range(self.map_layers):
+            memory = getattr(self, f"map_block{i}")(memory, training=training)
+        memory = self.memory_norm(memory)
         return [block.cross_attention.keys_values(memory) for block in self.blocks]
 
     def _output(self, x: tf.Tensor, cross: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -193,7 +235,7 @@ class TransformerDecoder(keras.layers.Layer):
         steps = tf.shape(tokens_in)[1]
         causal = tf.linalg.band_part(tf.ones([steps, steps], tf.bool), -1, 0)
         cross = None
-        for block, image in zip(self.blocks, self._image(memory), strict=True):
+        for block, image in zip(self.blocks, self._image(memory, training), strict=True):
             keys, values = block.self_attention.keys_values(block.self_norm(x))
             x, cross = block.run(x, (keys, values, causal), image, training)
         return self._output(x, cross)[0]
