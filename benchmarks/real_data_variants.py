@@ -52,13 +52,15 @@ def sh(cmd: list[str] | str, cwd: Path) -> str:
 
 def prepare(project: Path, formulas: Path) -> dict:
     """The data stages on the real formulas; in a kept project, the code is brought up to date
-    (only the code: params and the files DVC keeps stay) and DVC reruns what that touches."""
+    (the code, and params it added: the project's params and the files DVC keeps stay) and DVC
+    reruns what that touches."""
     if (project / ".git").is_dir():
         for name in CODE:
             target = project / name
             shutil.rmtree(target) if target.is_dir() else target.unlink()
             copy = shutil.copytree if (ROOT / name).is_dir() else shutil.copy2
             copy(ROOT / name, target)
+        add_new_params(project / "params.yaml")
         sh("git add -A && git commit -qm code --allow-empty", project)
     else:
         copy_project(project)
@@ -69,6 +71,18 @@ def prepare(project: Path, formulas: Path) -> dict:
     sh(["dvc", "repro", "shards"], project)
     sh("git add -A && git commit -qm data --allow-empty", project)
     return json.loads((project / "reports" / "data.json").read_text())
+
+
+def add_new_params(path: Path) -> None:
+    """Keys this code's params.yaml has and a kept project's lacks, with their defaults (so
+    `-S` can set them); the project's own values stay."""
+    kept = yaml.safe_load(path.read_text())
+    for section, values in yaml.safe_load((ROOT / "params.yaml").read_text()).items():
+        if isinstance(values, dict):
+            kept[section] = values | kept.get(section, {})
+        else:
+            kept.setdefault(section, values)
+    path.write_text(yaml.safe_dump(kept, sort_keys=False))
 
 
 def budget_flags(minutes: float | None, steps: int | None) -> list[str]:
