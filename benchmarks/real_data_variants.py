@@ -55,6 +55,7 @@ def prepare(project: Path, formulas: Path) -> dict:
     (the code, and params it added: the project's params and the files DVC keeps stay) and DVC
     reruns what that touches."""
     if (project / ".git").is_dir():
+        sh("git checkout -- params.yaml", project)  # not the last `dvc exp run`'s settings
         for name in CODE:
             target = project / name
             shutil.rmtree(target) if target.is_dir() else target.unlink()
