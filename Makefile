@@ -8,15 +8,21 @@ VENV := .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 TEX_PACKAGES := texlive-latex-base texlive-fonts-recommended dvipng poppler-utils
+SLURM_PACKAGES := slurmctld slurmd slurm-client munge
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: run test deps tex lint bench clean paper
+.PHONY: run test test-slurm deps tex slurm lint bench clean paper
 
 run: deps
 	dvc repro
 
 test: deps
 	$(BIN)/pytest -q
+
+# The workflow on a single-node SLURM the test starts and stops (tests/test_slurm.py, ~4 min):
+# SLURM and munge from Debian's packages, the executor plugin from the `slurm` extra.
+test-slurm: deps slurm $(VENV)/.installed-slurm
+	$(BIN)/pytest -q -rA -m slurm tests/test_slurm.py
 
 lint: deps
 	$(BIN)/ruff check pipeline tests benchmarks
@@ -48,6 +54,20 @@ tex:
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
 	    $(TEX_PACKAGES) >/dev/null; \
 	fi
+
+# SLURM is checked, not stamped, like TeX. Only its daemons and clients: the test configures them.
+slurm:
+	@if command -v slurmctld >/dev/null && command -v slurmd >/dev/null \
+	    && command -v sbatch >/dev/null && command -v munged >/dev/null; then :; else \
+	  echo "installing SLURM and munge: $(SLURM_PACKAGES)"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
+	    $(SLURM_PACKAGES) >/dev/null; \
+	fi
+
+$(VENV)/.installed-slurm: $(VENV)/.installed
+	$(BIN)/pip install -q -c requirements.lock -e '.[dev,slurm]'
+	touch $@
 
 $(VENV)/.installed: pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

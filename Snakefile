@@ -9,6 +9,7 @@ include: "workflow/rules/prepare.smk"
 include: "workflow/rules/images.smk"
 include: "workflow/rules/dataset.smk"
 include: "workflow/rules/model.smk"
+include: "workflow/rules/cluster.smk"
 
 
 rule all:

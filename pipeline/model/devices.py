@@ -89,13 +89,27 @@ def cluster_resolver(gpus: int) -> tf.distribute.cluster_resolver.ClusterResolve
             return tf.distribute.cluster_resolver.TFConfigClusterResolver()
     tasks = int(environ.get("SLURM_STEP_NUM_TASKS", "1"))
     if tasks > 1:
-        return tf.distribute.cluster_resolver.SlurmClusterResolver(
-            port_base=int(environ.get("PIPELINE_PORT_BASE", DEFAULT_PORT_BASE)),
-            gpus_per_node=gpus * tasks,  # an upper bound: only checked, never allocated
-            gpus_per_task=gpus,
+        return _SlurmWorkers(gpus, tasks, int(environ.get("PIPELINE_PORT_BASE", DEFAULT_PORT_BASE)))
+    return None
+
+
+class _SlurmWorkers(tf.distribute.cluster_resolver.SlurmClusterResolver):
+    """TensorFlow's resolver for tasks with or without GPUs. It deals each task a range of GPU
+    ids (bookkeeping only: ``auto_set_gpu=False``) and fails on a range step of 0, so a task
+    without GPUs is dealt one id; ``num_accelerators`` still reports the GPUs it has."""
+
+    def __init__(self, gpus: int, tasks: int, port_base: int):
+        per_task = max(gpus, 1)
+        super().__init__(
+            port_base=port_base,
+            gpus_per_node=per_task * tasks,  # an upper bound: only checked, never allocated
+            gpus_per_task=per_task,
             auto_set_gpu=False,
         )
-    return None
+        self._gpus = gpus
+
+    def num_accelerators(self, task_type=None, task_id=None, config_proto=None):
+        return {"GPU": self._gpus}
 
 
 def _local_strategy(gpus: int, cpu_devices: int) -> tf.distribute.Strategy:

@@ -70,6 +70,19 @@ def test_a_slurm_step_of_several_tasks_is_a_cluster(monkeypatch):
     assert os.environ["CUDA_VISIBLE_DEVICES"] == "1"  # not reassigned
 
 
+def test_a_slurm_step_on_cpu_nodes_is_a_cluster_without_accelerators(monkeypatch):
+    """TensorFlow's own resolver fails here (``range()`` with a step of 0 GPUs per task)."""
+    monkeypatch.setenv("SLURM_STEP_NUM_TASKS", "2")
+    monkeypatch.setenv("SLURM_PROCID", "1")
+    monkeypatch.setenv("SLURM_STEP_NODELIST", "cpu01")
+    monkeypatch.setenv("SLURM_STEP_TASKS_PER_NODE", "2")
+    monkeypatch.delenv("PIPELINE_PORT_BASE", raising=False)
+    resolver = devices.cluster_resolver(gpus=0)
+    assert resolver.cluster_spec().as_dict() == {"worker": ["cpu01:8888", "cpu01:8889"]}
+    assert resolver.task_id == 1
+    assert resolver.num_accelerators() == {"GPU": 0}
+
+
 @pytest.mark.parametrize(
     ("asked", "gpus", "policy"),
     [

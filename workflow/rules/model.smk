@@ -1,4 +1,5 @@
-# Training and evaluation. `train` asks for a GPU; the SLURM profile turns that into a request.
+# Training and evaluation. Devices are the profile's to ask for (workflow/profiles/slurm requests
+# a GPU for train, slurm-cpu none); the rule itself runs wherever it is started.
 
 
 rule train:
@@ -11,8 +12,6 @@ rule train:
     params:
         settings=settings("model", "train", "render.dpi", "crop"),
         launch=launcher,
-    resources:
-        gpu=1,
     threads: 64  # capped at --cores: TensorFlow uses every core it gets
     conda:
         "../envs/pipeline.yaml"
