@@ -14,6 +14,7 @@ prepared project there and reuses it next time.
 
     python benchmarks/real_data_variants.py [--minutes 20 | --steps 1500]
         [--variants seq2seq nopool strips transformer] [--keep DIR] [--json FILE]
+    python benchmarks/real_data_variants.py --table FILE   # an earlier run's --json, again
 """
 
 from __future__ import annotations
@@ -148,10 +149,23 @@ def _value(scores: dict, path: tuple[str, ...]):
     return scores
 
 
+def short_names(specs: list[str]) -> dict[str, str]:
+    """``variant`` as it is; ``variant@settings`` as ``variant*N``, its settings told below."""
+    names, starred = {}, 0
+    for spec in specs:
+        if "@" in spec:
+            starred += 1
+            names[spec] = f"{spec.partition('@')[0]}*{starred}"
+        else:
+            names[spec] = spec
+    return names
+
+
 def print_table(rows: list[dict]) -> None:
     """One line per variant and search: beam (the headline) and greedy, side by side."""
     header = " ".join(f"{name:>{width}}" for name, width, *_ in COLUMNS + SPEEDS)
-    label = max(9, *(len(r["variant"]) for r in rows))
+    names = short_names([r["variant"] for r in rows])
+    label = max(9, *(len(name) for name in names.values()))
     print(f"{'variant':{label}} {'search':7} {'epochs':>6} {'steps':>6} {header} {'test':>5}")
     for r in rows:
         searches = [(r["decoding"], r)]
@@ -167,9 +181,12 @@ def print_table(rows: list[dict]) -> None:
             for (_, width), value in zip(SPEEDS, speeds, strict=True):
                 cells.append(f"{value:>{width}.1f}" if value is not None else f"{'':>{width}}")
             print(
-                f"{r['variant']:{label}} {name:7} {r['epochs']:>6} {r['steps']:>6} "
+                f"{names[r['variant']]:{label}} {name:7} {r['epochs']:>6} {r['steps']:>6} "
                 f"{' '.join(cells)} {r['samples']:>5}"
             )
+    for spec, name in names.items():
+        if name != spec:
+            print(f"{name}: {spec.partition('@')[2]}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -183,7 +200,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--keep", type=Path, help="prepare the project here, or reuse it")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--table", type=Path, help="print the table of an earlier run's --json")
     args = parser.parse_args(argv)
+    if args.table:
+        print_table(json.loads(args.table.read_text())["variants"])
+        return 0
     if not args.formulas.exists():
         print(f"skipped: {args.formulas} not found")
         return 0
