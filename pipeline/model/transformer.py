@@ -83,33 +83,54 @@ class MultiHeadAttention(keras.layers.Layer):
         return self.out(merged), weights
 
 
-class DecoderBlock(keras.layers.Layer):
+class _Residual(keras.layers.Layer):
+    """A layer whose branches are dropped out (``dropout`` 0: none) before their residual sum."""
+
+    def __init__(self, dropout: float, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.dropout = keras.layers.Dropout(dropout) if dropout else None
+
+    def _drop(self, x: tf.Tensor, training: bool) -> tf.Tensor:
+        return self.dropout(x, training=training) if self.dropout is not None else x
+
+
+class FeedForward(_Residual):
+    """The pre-norm feed-forward branch of a block: ``drop(out(drop(gelu(in(LN x)))))``."""
+
+    def __init__(self, width: int, ff_units: int, dropout: float, **kwargs: Any) -> None:
+        super().__init__(dropout, **kwargs)
+        self.norm = keras.layers.LayerNormalization(epsilon=1e-6, name="norm")
+        self.inner = keras.layers.Dense(ff_units, activation="gelu", name="inner")
+        self.outer = keras.layers.Dense(width, name="outer")
+        for layer in (self.norm, self.inner):
+            layer.build((None, width))
+        self.outer.build((None, ff_units))
+        self.built = True
+
+    def call(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:
+        hidden = self._drop(self.inner(self.norm(x)), training)
+        return self._drop(self.outer(hidden), training)
+
+
+class DecoderBlock(_Residual):
     """Pre-norm: ``x + self(LN x)``, then ``+ cross(LN x, map)``, then ``+ ffn(LN x)``."""
 
     def __init__(self, width: int, heads: int, ff_units: int, dropout: float, **kwargs) -> None:
-        super().__init__(**kwargs)
+        super().__init__(dropout, **kwargs)
         norm = keras.layers.LayerNormalization
         self.self_norm = norm(epsilon=1e-6, name="self_norm")
         self.self_attention = MultiHeadAttention(width, heads, name="self_attention")
         self.cross_norm = norm(epsilon=1e-6, name="cross_norm")
         self.cross_attention = MultiHeadAttention(width, heads, name="cross_attention")
-        self.ff_norm = norm(epsilon=1e-6, name="ff_norm")
-        self.ff_in = keras.layers.Dense(ff_units, activation="gelu", name="ff_in")
-        self.ff_out = keras.layers.Dense(width, name="ff_out")
-        self.dropout = keras.layers.Dropout(dropout) if dropout else None
+        self.feed_forward = FeedForward(width, ff_units, dropout, name="feed_forward")
         self.width = width
 
     def build_for(self, memory_dim: int) -> None:
-        for norm in (self.self_norm, self.cross_norm, self.ff_norm):
+        for norm in (self.self_norm, self.cross_norm):
             norm.build((None, self.width))
         self.self_attention.build_for(self.width, self.width)
         self.cross_attention.build_for(self.width, memory_dim)
-        self.ff_in.build((None, self.width))
-        self.ff_out.build((None, self.ff_in.units))
         self.built = True
-
-    def _drop(self, x: tf.Tensor, training: bool) -> tf.Tensor:
-        return self.dropout(x, training=training) if self.dropout is not None else x
 
     def run(
         self,
@@ -125,39 +146,28 @@ class DecoderBlock(keras.layers.Layer):
         x = x + self._drop(attended, training)
         attended, weights = self.cross_attention.attend(self.cross_norm(x), *image, None)
         x = x + self._drop(attended, training)
-        hidden = self.ff_out(self._drop(self.ff_in(self.ff_norm(x)), training))
-        return x + self._drop(hidden, training), weights
+        return x + self.feed_forward(x, training=training), weights
 
 
-class MapBlock(keras.layers.Layer):
+class MapBlock(_Residual):
     """Pre-norm self-attention over the image's feature map, then a feed-forward layer (a
     hybrid ViT's encoder block on our CNN's map): each location sees the whole formula before
     the decoder's cross-attention looks for its place in it. No mask: every location is real."""
 
     def __init__(self, width: int, heads: int, ff_units: int, dropout: float, **kwargs) -> None:
-        super().__init__(**kwargs)
-        norm = keras.layers.LayerNormalization
-        self.attention_norm = norm(epsilon=1e-6, name="attention_norm")
+        super().__init__(dropout, **kwargs)
+        self.attention_norm = keras.layers.LayerNormalization(epsilon=1e-6, name="attention_norm")
         self.attention = MultiHeadAttention(width, heads, name="attention")
-        self.ff_norm = norm(epsilon=1e-6, name="ff_norm")
-        self.ff_in = keras.layers.Dense(ff_units, activation="gelu", name="ff_in")
-        self.ff_out = keras.layers.Dense(width, name="ff_out")
-        self.dropout = keras.layers.Dropout(dropout) if dropout else None
-        for layer in (self.attention_norm, self.ff_norm, self.ff_in):
-            layer.build((None, width))
+        self.feed_forward = FeedForward(width, ff_units, dropout, name="feed_forward")
+        self.attention_norm.build((None, width))
         self.attention.build_for(width, width)
-        self.ff_out.build((None, ff_units))
         self.built = True
-
-    def _drop(self, x: tf.Tensor, training: bool) -> tf.Tensor:
-        return self.dropout(x, training=training) if self.dropout is not None else x
 
     def call(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:
         normed = self.attention_norm(x)
         attended, _ = self.attention.attend(normed, *self.attention.keys_values(normed), None)
         x = x + self._drop(attended, training)
-        hidden = self.ff_out(self._drop(self.ff_in(self.ff_norm(x)), training))
-        return x + self._drop(hidden, training)
+        return x + self.feed_forward(x, training=training)
 
 
 class TransformerDecoder(keras.layers.Layer):
