@@ -98,7 +98,7 @@ class _SlurmWorkers(tf.distribute.cluster_resolver.SlurmClusterResolver):
     ids (bookkeeping only: ``auto_set_gpu=False``) and fails on a range step of 0, so a task
     without GPUs is dealt one id; ``num_accelerators`` still reports the GPUs it has."""
 
-    def __init__(self, gpus: int, tasks: int, port_base: int):
+    def __init__(self, gpus: int, tasks: int, port_base: int) -> None:
         per_task = max(gpus, 1)
         super().__init__(
             port_base=port_base,
@@ -108,7 +108,7 @@ class _SlurmWorkers(tf.distribute.cluster_resolver.SlurmClusterResolver):
         )
         self._gpus = gpus
 
-    def num_accelerators(self, task_type=None, task_id=None, config_proto=None):
+    def num_accelerators(self, task_type=None, task_id=None, config_proto=None) -> dict[str, int]:
         return {"GPU": self._gpus}
 
 
