@@ -9,14 +9,17 @@ BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 TEX_PACKAGES := texlive-latex-base texlive-fonts-recommended dvipng poppler-utils
 SLURM_PACKAGES := slurmctld slurmd slurm-client munge
+NODE_PACKAGES := nodejs npm
+KATEX_PINS := pipeline/corpus/katex_walker/package.json pipeline/corpus/katex_walker/package-lock.json
+BROWSER_PACKAGES := chromium
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: run test test-slurm deps tex slurm lint bench clean paper
+.PHONY: run test test-slurm deps tex node slurm browser lint bench clean paper
 
 run: deps
 	dvc repro
 
-test: deps
+test: deps browser
 	$(BIN)/pytest -q
 
 # The workflow on a single-node SLURM the test starts and stops (tests/test_slurm.py, ~4 min):
@@ -42,7 +45,22 @@ bench: deps
 paper: deps
 	eval dvc exp run -n singh2018 $$($(BIN)/python -m pipeline recipe recipes/singh2018.yaml) $(EXTRA)
 
-deps: tex $(VENV)/.installed
+deps: tex $(VENV)/.installed .node/.installed
+
+# KaTeX's parser for `python -m pipeline normalize`: Node from Debian's packages when missing
+# (checked, like TeX), then the version package-lock.json pins, installed outside the package.
+node:
+	@if command -v node >/dev/null && command -v npm >/dev/null; then :; else \
+	  echo "installing Node.js: $(NODE_PACKAGES)"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
+	    $(NODE_PACKAGES) >/dev/null; \
+	fi
+
+.node/.installed: $(KATEX_PINS) | node
+	mkdir -p .node && cp $(KATEX_PINS) .node/
+	cd .node && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
 
 # TeX is checked, not stamped: it lives outside the project and may come or go.
 tex:
@@ -53,6 +71,16 @@ tex:
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
 	    $(TEX_PACKAGES) >/dev/null; \
+	fi
+
+# Chromium is checked, not stamped, like TeX: `serve`'s page is tested in it, headless
+# (tests/evaluation/test_serve.py); only `make test` needs it.
+browser:
+	@if command -v chromium >/dev/null; then :; else \
+	  echo "installing Chromium: $(BROWSER_PACKAGES)"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
+	    $(BROWSER_PACKAGES) >/dev/null; \
 	fi
 
 # SLURM is checked, not stamped, like TeX. Only its daemons and clients: the test configures them.

@@ -10,6 +10,7 @@ of defaults, not one in the code and another in the file.
 from __future__ import annotations
 
 import json
+import re
 import types
 import typing
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
@@ -22,6 +23,8 @@ VARIANTS = ("seq2seq", "nopool", "strips", "transformer")
 PRESETS = ("small", "paper", "large", "tiny")
 LR_SCHEDULES = ("constant", "cosine")
 PRECISIONS = ("auto", "on", "off", "bf16")
+FONTS = ("cm", "times", "palatino")  # render.font: TeX Live's packages for each (texrun)
+SCALE_TO = ("render", "drawn")
 MIN_FORMULA_TOKENS = 10  # generate: a shorter cap leaves the grammar too little room
 
 
@@ -63,10 +66,18 @@ class SplitRatios:
 @dataclass(frozen=True)
 class Step0Settings:
     input: str = "data/generated/formulas.norm.txt"  # a list, or a folder of split lists
+    raw: bool = False  # input is raw LaTeX: the normalize stage turns it into tokens first
+    sha256: str | None = None  # the input file's digest, checked before it is read
     split: SplitRatios = field(default_factory=SplitRatios)
 
     def check(self) -> None:
         _require(bool(self.input.strip()), "input", self.input, "must name a file or folder")
+        _require(
+            self.sha256 is None or re.fullmatch(r"[0-9a-fA-F]{64}", self.sha256) is not None,
+            "sha256",
+            self.sha256,
+            "must be 64 hexadecimal digits (a sha256 digest) or null",
+        )
 
 
 @dataclass(frozen=True)
@@ -75,10 +86,18 @@ class RenderSettings:
     dpi: int = 200
     batch_size: int = 500  # formulas per latex + dvipng run
     timeout_s: float = 20.0  # hard limit per TeX process
+    font: str = "cm"  # every formula's font family, unless train_fonts draws another
+    # training formulas only: each draws its family from [font, *train_fonts] by its id and
+    # font_seed; validation and test stay in ``font``
+    train_fonts: tuple[str, ...] = ()
+    font_seed: int = 0
 
     def check(self) -> None:
         for name in ("chunks", "dpi", "batch_size", "timeout_s"):
             _require(getattr(self, name) > 0, name, getattr(self, name), "must be positive")
+        for name, fonts in (("font", [self.font]), ("train_fonts", list(self.train_fonts))):
+            for font in fonts:
+                _require(font in FONTS, name, font, f"must be one of {FONTS}")
 
 
 @dataclass(frozen=True)
@@ -97,6 +116,11 @@ class CropSettings:
         (128, 800),
         (160, 1024),
     )
+    # training images only: each resampled as if rendered at a dpi drawn per formula (by its id
+    # and scale_seed, log-uniform in [low, high]); None: every image at render.dpi
+    scale_dpi: tuple[int, int] | None = None
+    scale_to: str = "render"  # render: back to render.dpi's size | drawn: the drawn dpi's size
+    scale_seed: int = 0
 
     def check(self) -> None:
         _require(self.pad >= 0, "pad", self.pad, "must not be negative")
@@ -104,6 +128,10 @@ class CropSettings:
         _require(bool(self.buckets), "buckets", list(self.buckets), "needs at least one bucket")
         for bucket in self.buckets:
             _require(min(bucket) > 0, "buckets", list(bucket), "sizes must be positive")
+        if self.scale_dpi is not None:
+            low, high = self.scale_dpi
+            _require(0 < low <= high, "scale_dpi", list(self.scale_dpi), "must be [low, high] > 0")
+        _require(self.scale_to in SCALE_TO, "scale_to", self.scale_to, f"must be one of {SCALE_TO}")
 
 
 @dataclass(frozen=True)
@@ -234,6 +262,62 @@ class TrainSettings:
 
 
 @dataclass(frozen=True)
+class AugmentSettings:
+    """On-the-fly changes to training images (``pipeline/model/augment.py``); each kind is
+    applied to an image with its probability ``p_*`` (0: never), at a strength drawn from its
+    range. Validation and test images are never augmented."""
+
+    p_scale: float = 0.0  # rescale by a factor in scale_range (log-uniform)
+    scale_range: tuple[float, float] = (0.85, 1.15)
+    p_aspect: float = 0.0  # stretch width against height by a factor in aspect_range
+    aspect_range: tuple[float, float] = (0.9, 1.1)
+    p_rotate: float = 0.0  # rotate by up to max_rotate_deg either way
+    max_rotate_deg: float = 2.0
+    p_shift: float = 0.0  # move the ink within its margins by up to max_shift_px each way
+    max_shift_px: float = 3.0
+    p_stroke: float = 0.0  # thinner or bolder strokes (erosion or dilation) at a strength in
+    stroke_strength: tuple[float, float] = (0.3, 1.0)
+    p_blur: float = 0.0  # Gaussian blur, sigma in pixels
+    blur_sigma: tuple[float, float] = (0.3, 1.0)
+    p_binarize: float = 0.0  # ink or not, at a threshold in binarize_threshold
+    binarize_threshold: tuple[float, float] = (0.3, 0.6)
+    p_background: float = 0.0  # gray or tinted paper: a background floor in [0, background_max]
+    background_max: float = 0.35  # of ink, with the darkest ink lowered as much as ink_min
+    ink_min: float = 0.7
+    p_noise: float = 0.0  # Gaussian noise, standard deviation in noise_std (of full ink)
+    noise_std: tuple[float, float] = (0.01, 0.08)
+    p_jpeg: float = 0.0  # JPEG re-compression at a quality in jpeg_quality
+    jpeg_quality: tuple[int, int] = (30, 90)
+
+    def check(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name.startswith("p_"):
+                _require(0 <= value <= 1, f.name, value, "must be a probability in [0, 1]")
+            elif isinstance(value, tuple):
+                _require(0 <= value[0] <= value[1], f.name, list(value), "must be [low, high] >= 0")
+        for name in ("scale_range", "aspect_range"):
+            _require(getattr(self, name)[0] > 0, name, list(getattr(self, name)), "must be > 0")
+        for name in ("stroke_strength", "binarize_threshold"):
+            _require(getattr(self, name)[1] <= 1, name, list(getattr(self, name)), "must be <= 1")
+        _require(
+            0 <= self.background_max < self.ink_min <= 1,
+            "background_max, ink_min",
+            [self.background_max, self.ink_min],
+            "need 0 <= background_max < ink_min <= 1",
+        )
+        low, high = self.jpeg_quality
+        _require(1 <= low <= high <= 100, "jpeg_quality", [low, high], "must be within [1, 100]")
+        for name in ("max_rotate_deg", "max_shift_px"):
+            _require(getattr(self, name) >= 0, name, getattr(self, name), "must not be negative")
+
+    @property
+    def active(self) -> bool:
+        """Whether any kind can apply: off, the input pipeline is exactly the plain one."""
+        return any(getattr(self, f.name) > 0 for f in fields(self) if f.name.startswith("p_"))
+
+
+@dataclass(frozen=True)
 class EvaluateSettings:
     batch_size: int = 64
     max_len: int = 152  # 0: the model's own
@@ -264,6 +348,7 @@ class Params:
     shards: ShardSettings = field(default_factory=ShardSettings)
     model: ModelSettings = field(default_factory=ModelSettings)
     train: TrainSettings = field(default_factory=TrainSettings)
+    augment: AugmentSettings = field(default_factory=AugmentSettings)
     evaluate: EvaluateSettings = field(default_factory=EvaluateSettings)
 
 

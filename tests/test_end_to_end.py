@@ -31,7 +31,7 @@ SMALL = {
     "train": {"batch_size": 16, "max_steps": 10, "val_bleu_samples": 16, "max_len": 60},
     "evaluate": {"max_len": 60, "beam_width": 2, "heatmaps": 2, "gallery": 4, "worst": 4},
 }
-DATA_STAGES = {"generate", "step0", "render", "crop", "vocab", "shards"}
+DATA_STAGES = {"generate", "normalize", "step0", "render", "crop", "vocab", "shards"}
 
 
 def make_project(dest: Path, extra_formulas: list[str] = ()) -> Path:

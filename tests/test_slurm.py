@@ -53,6 +53,7 @@ SLURM_RUN = [
 CHUNKS = SMALL["render"]["chunks"]
 EXPECTED_JOBS = Counter(
     generate=1,
+    normalize=1,
     step0=1,
     render_chunk=CHUNKS,
     crop_chunk=CHUNKS,

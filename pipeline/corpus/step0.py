@@ -1,8 +1,10 @@
 """step0: normalized formula lists -> one Parquet table of unique formulas with ids and splits.
 
 Input is either one list, split deterministically by a hash of each formula (so a formula keeps
-its split when the list grows), or a directory holding explicit train/validation/test lists.
-Ids are derived from content, so every later artifact can be joined back to its formula.
+its split when the list grows), or a directory holding explicit train/validation/test lists;
+any list may be gzipped (``.gz``). With ``step0.raw`` the list is raw LaTeX, and step0 reads the
+normalize stage's output instead. Ids are derived from content, so every later artifact can be
+joined back to its formula.
 """
 
 from __future__ import annotations
@@ -10,7 +12,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,9 +22,11 @@ import pyarrow.parquet as pq
 from pipeline import cli
 from pipeline.config import SplitRatios
 from pipeline.contracts import FORMULAS_SCHEMA, REJECTED_LINES_SCHEMA, SPLITS, normalize_formula
+from pipeline.corpus.lists import check_sha256, line_problem, read_lines
 
 READS = ("step0",)  # the params this stage reads (dvc.yaml lists the same)
-# Accepted names of explicit split lists inside an input directory, per split.
+# Accepted names of explicit split lists inside an input directory, per split (each may also
+# be gzipped: the same name with .gz).
 SPLIT_FILES = {
     "train": ("train.formulas.norm.txt", "train.txt"),
     "validation": (
@@ -64,25 +67,6 @@ class Step0Report:
             raise RuntimeError(f"step0 accounting broken: {self.lines} lines in, {out} out")
 
 
-# Formulas are tokens of printable ASCII separated by spaces (tabs count as spaces); anything
-# else is refused with its line, never folded into a space or split into two formulas.
-_NOT_FORMULA_TEXT = re.compile(r"[^\t -~]")
-_ESCAPED_BYTES = range(0xDC80, 0xDD00)  # how surrogateescape keeps bytes that are not UTF-8
-
-
-def line_problem(line: str) -> tuple[str, str] | None:
-    """(reason, detail) when a line cannot be a formula, else None."""
-    bad = _NOT_FORMULA_TEXT.search(line)
-    if bad is None:
-        return None
-    code, column = ord(bad.group()), bad.start() + 1
-    if code in _ESCAPED_BYTES:
-        return "not_utf8", f"byte 0x{code - 0xDC00:02x} at column {column} is not UTF-8 text"
-    if code < 0x20 or code == 0x7F:
-        return "control_character", f"control character \\x{code:02x} at column {column}"
-    return "non_ascii", f"non-ASCII character U+{code:04X} at column {column}"
-
-
 def formula_id(formula: str) -> str:
     """A stable 16-hex-digit id from the formula's text."""
     return hashlib.sha1(formula.encode("utf-8")).hexdigest()[:16]
@@ -99,17 +83,6 @@ def hash_split(formula_id_: str, ratios: SplitRatios) -> str:
     return SPLITS[-1]
 
 
-def read_lines(path: Path) -> list[str]:
-    """The file's lines, ended by ``\n`` (or ``\r\n``) only: ``str.splitlines`` would also
-    break at U+2028, form feeds and the like, turning one line into two formulas. Bytes that
-    are not UTF-8 are kept (as surrogate escapes) so that their line is rejected by number
-    rather than the whole file."""
-    lines = path.read_bytes().split(b"\n")
-    if lines[-1] == b"":
-        lines.pop()
-    return [line.removesuffix(b"\r").decode("utf-8", "surrogateescape") for line in lines]
-
-
 def locate_inputs(path: Path) -> dict[str, Path] | Path:
     """A file is one list to split by hash; a directory must hold all three split lists."""
     if path.is_file():
@@ -118,9 +91,10 @@ def locate_inputs(path: Path) -> dict[str, Path] | Path:
         raise SystemExit(f"step0: input {path} does not exist")
     found: dict[str, Path] = {}
     for split, names in SPLIT_FILES.items():
-        hits = [path / n for n in names if (path / n).is_file()]
+        hits = [path / n for name in names for n in (name, f"{name}.gz") if (path / n).is_file()]
         if not hits:
-            raise SystemExit(f"step0: {path} has no {split} list (looked for {', '.join(names)})")
+            looked = ", ".join(names)
+            raise SystemExit(f"step0: {path} has no {split} list (looked for {looked}, or .gz)")
         found[split] = hits[0]
     return found
 
@@ -182,7 +156,13 @@ def _labelled(
     return {None: [(line, None) for line in lists]}
 
 
-def run(input_path: Path, ratios: SplitRatios) -> tuple[pa.Table, Step0Report]:
+def run(
+    input_path: Path, ratios: SplitRatios, sha256: str | None = None
+) -> tuple[pa.Table, Step0Report]:
+    """``sha256``, when given, is the input file's digest, checked before anything is read."""
+    if sha256 is not None and input_path.is_dir():
+        raise SystemExit(f"step0.sha256 checks one list file; step0.input {input_path} is a folder")
+    check_sha256(input_path, sha256)
     found = locate_inputs(input_path)
     if isinstance(found, Path):
         return build_table(read_lines(found), ratios)
@@ -195,9 +175,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="Parquet table to write")
     parser.add_argument("--rejected", type=Path, required=True, help="Parquet: rejected lines")
     parser.add_argument("--report", type=Path, help="JSON file for the counts")
+    parser.add_argument(
+        "--normalized",
+        type=Path,
+        help="the normalize stage's output, read instead of step0.input when step0.raw is true",
+    )
     args = parser.parse_args(argv)
     settings = cli.read_params(args, READS).step0
-    table, report = run(Path(settings.input), settings.split)
+    if settings.raw:  # the normalize stage has read step0.input and checked its digest
+        if args.normalized is None:
+            raise SystemExit("step0: step0.raw is true, so pass --normalized (normalize's output)")
+        table, report = run(args.normalized, settings.split)
+    else:
+        table, report = run(Path(settings.input), settings.split, settings.sha256)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, args.out)
     pq.write_table(

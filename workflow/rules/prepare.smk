@@ -1,4 +1,4 @@
-# Formula lists -> the step0 table.
+# Formula lists -> the step0 table (raw LaTeX through normalize first, when step0.raw).
 
 
 rule generate:
@@ -14,9 +14,28 @@ rule generate:
         "python -m pipeline generate --settings {params.settings:q} --out {output} 2>&1 | tee {log}"
 
 
-rule step0:
+rule normalize:
     input:
         config["step0"]["input"],
+    output:
+        formulas="data/normalized/formulas.norm.txt",
+        rejects="data/normalized/formulas.norm.txt.rejects.jsonl",
+        report="reports/normalize.json",
+    params:
+        settings=settings("step0.raw", "step0.sha256"),
+    conda:
+        "../envs/pipeline.yaml"
+    log:
+        "logs/normalize.log",
+    shell:
+        "python -m pipeline normalize --settings {params.settings:q} {input:q} {output.formulas}"
+        " --rejects {output.rejects} --report {output.report} 2>&1 | tee {log}"
+
+
+rule step0:
+    input:
+        lists=config["step0"]["input"],
+        normalized=rules.normalize.output.formulas,
     output:
         formulas="data/step0/formulas.parquet",
         rejected="data/step0/rejected.parquet",
@@ -30,4 +49,5 @@ rule step0:
     shell:
         "python -m pipeline step0 --settings {params.settings:q}"
         " --out {output.formulas} --rejected {output.rejected} --report {output.report}"
+        " --normalized {input.normalized}"
         " 2>&1 | tee {log}"
