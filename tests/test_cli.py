@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
+import sys
 
+from pipeline import cli
 from pipeline.cli import ProgressLog
 
 
@@ -26,3 +29,38 @@ def test_progress_is_quiet_between_lines(caplog):
         for _ in range(8):
             progress.advance()
     assert progress.done == 10 and caplog.messages == []
+
+
+# what TensorFlow 2.21 writes to fd 2 while it is imported on an x86-64 Linux machine
+TF_STARTUP = """\
+WARNING: All log messages before absl::InitializeLog() is called are written to STDERR
+I0000 00:00:1796081980.638502   29449 port.cc:153] oneDNN custom operations are on. You may \
+see slightly different numerical results due to floating-point round-off errors from different \
+computation orders. To turn them off, set the environment variable `TF_ENABLE_ONEDNN_OPTS=0`.
+I0000 00:00:1796081980.722598   29449 cpu_feature_guard.cc:227] This TensorFlow binary is \
+optimized to use available CPU instructions in performance-critical operations.
+To enable the following instructions: AVX2 AVX512F AVX512_VNNI AVX512_BF16 FMA, in other \
+operations, rebuild TensorFlow with the appropriate compiler flags.
+E0000 00:00:1796081038.121323   17726 node_def_util.cc:682] NodeDef mentions attribute \
+use_unbounded_threadpool which is not in the op definition
+"""
+
+
+def test_tensorflows_start_up_lines_are_dropped_and_everything_else_kept(capfd):
+    with cli.without_startup_lines():
+        os.write(2, TF_STARTUP.encode())  # as C++ writes it, below Python
+        print("some.py:3: UserWarning: kept", file=sys.stderr)
+        os.write(2, b"F0000 00:00:1796081038.1 17726 op.cc:1] a fatal error is kept\n")
+    assert capfd.readouterr().err == (
+        "some.py:3: UserWarning: kept\n"
+        "F0000 00:00:1796081038.1 17726 op.cc:1] a fatal error is kept\n"
+    )
+
+
+def test_verbose_is_asked_by_the_flag_or_the_environment(monkeypatch):
+    monkeypatch.delenv(cli.VERBOSE_ENV, raising=False)
+    assert not cli.verbose_wanted(["--model", "m", "x.png"])
+    assert cli.verbose_wanted(["x.png", "--verbose"])
+    for value, wanted in (("1", True), ("yes", True), ("0", False), ("", False)):
+        monkeypatch.setenv(cli.VERBOSE_ENV, value)
+        assert cli.verbose_wanted([]) is wanted

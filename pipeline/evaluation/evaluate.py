@@ -188,6 +188,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--report", type=Path, help="folder for the HTML report and heatmaps")
     parser.add_argument("--curves", type=Path, help="the dvclive folder: learning curves")
     parser.add_argument("--length-plot", type=Path, help="JSON rows of BLEU by target length")
+    cli.add_verbose_arg(parser)
     return parser.parse_args(argv)
 
 

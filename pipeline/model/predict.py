@@ -369,6 +369,7 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="inputs are crop-stage output already (e.g. shard PNGs): do not crop again",
     )
+    cli.add_verbose_arg(parser)
     return parser
 
 

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from pipeline import config
+from pipeline import cli, config
 from pipeline.config import CropSettings, RenderSettings
 from pipeline.contracts import shard_paths
 from pipeline.corpus import crop, render
@@ -231,6 +231,9 @@ def test_cli_reports_each_bad_file_and_predicts_the_rest(raw_page, model_dir, tm
             assert f"{record['path']}: error: {record['error']}" in proc.stderr
     assert "11 images in, 5 predicted, 6 failed" in proc.stderr
     assert "Traceback" not in proc.stderr
+    # quiet by default: none of TensorFlow's start-up lines (--verbose: tests/model/test_export)
+    assert not [line for line in proc.stderr.splitlines() if cli.STARTUP_NOISE.match(line)]
+    assert "oneDNN" not in proc.stderr and "absl" not in proc.stderr
 
 
 def test_text_output_is_path_tab_latex_in_input_order(raw_page, model_dir, tmp_path, capsys):
