@@ -5,7 +5,11 @@ pipeline is not several times faster, training waits on input. It runs the real 
 (shuffle, repeat, bucketed batches of 32) over the shards of one split, after a few warm-up
 batches so that file opening and tf.function tracing are not counted.
 
+``--augment P`` measures the cost of training-image augmentation (``pipeline/model/augment.py``):
+the plain pipeline, then every kind at probability P, then each kind alone at probability 1.
+
     python benchmarks/input_pipeline.py [--shards data/shards] [--split train] [--batches 300]
+    python benchmarks/input_pipeline.py --augment 0.5 --batches 100
 """
 
 from __future__ import annotations
@@ -13,10 +17,13 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import fields
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from pipeline.config import AugmentSettings  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -28,10 +35,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--pad-multiple", type=int, default=32)
     parser.add_argument("--fixed-height", type=int, default=None)
+    parser.add_argument(
+        "--augment", type=float, default=None, help="also measure augmentation at this probability"
+    )
     return parser.parse_args(argv)
 
 
-def measure(args: argparse.Namespace) -> tuple[int, float]:
+def measure(args: argparse.Namespace, augment: AugmentSettings | None = None) -> tuple[int, float]:
     """Images and seconds over ``args.batches`` batches after the warm-up."""
     from pipeline.contracts import shard_paths
     from pipeline.model import dataset  # late: importing tensorflow takes seconds
@@ -45,6 +55,7 @@ def measure(args: argparse.Namespace) -> tuple[int, float]:
             fixed_height=args.fixed_height,
             shuffle=True,
             repeat=True,
+            augment=augment,
         )
     )
     for _ in range(args.warmup):
@@ -65,7 +76,23 @@ def main(argv: list[str] | None = None) -> int:
         f"input pipeline: {images} images in {args.batches} batches, {seconds:.2f} s, "
         f"{images / seconds:.0f} images/s (split {args.split}, batch {args.batch_size})"
     )
+    if args.augment is not None:
+        compare_augmentation(args, images / seconds)
     return 0
+
+
+def compare_augmentation(args: argparse.Namespace, plain: float) -> None:
+    """Images/s with every kind at ``args.augment``, then each kind alone, beside the plain."""
+    kinds = [f.name for f in fields(AugmentSettings) if f.name.startswith("p_")]
+    runs = {"every kind": AugmentSettings(**dict.fromkeys(kinds, args.augment))}
+    runs |= {name.removeprefix("p_"): AugmentSettings(**{name: 1.0}) for name in kinds}
+    print(f"{'augmentation':<24} {'images/s':>9} {'vs plain':>9}")
+    print(f"{'none':<24} {plain:>9.0f} {1:>9.2f}")
+    for label, settings in runs.items():
+        p = args.augment if label == "every kind" else 1.0
+        images, seconds = measure(args, settings)
+        rate = images / seconds
+        print(f"{f'{label} (p={p:g})':<24} {rate:>9.0f} {rate / plain:>9.2f}")
 
 
 if __name__ == "__main__":

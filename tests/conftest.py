@@ -94,7 +94,15 @@ def sample_formulas() -> list[str]:
 # what tiny_shards renders and crops with; the tiny model records it like the workflow does
 TINY_PREPROCESSING = {
     "dpi": 100,
-    "crop": {"pad": 8, "downsample": 2, "buckets": [[32, 256], [64, 512]]},
+    "font": "cm",
+    "crop": {
+        "pad": 8,
+        "downsample": 2,
+        "buckets": [[32, 256], [64, 512]],
+        "scale_dpi": None,
+        "scale_to": "render",
+        "scale_seed": 0,
+    },
 }
 
 TINY_TRAIN = {
@@ -142,7 +150,8 @@ def tiny_settings(variant: str = "seq2seq", **train_overrides) -> dict:
     return {
         "model": {"variant": variant, "preset": "tiny"},
         "train": TINY_TRAIN | train_overrides,
-        "render": {"dpi": TINY_PREPROCESSING["dpi"]},
+        "augment": {},
+        "render": {"dpi": TINY_PREPROCESSING["dpi"], "font": TINY_PREPROCESSING["font"]},
         "crop": TINY_PREPROCESSING["crop"],
     }
 

@@ -51,6 +51,12 @@ BAD_VALUES = {
         {"lr_schedule": "sometimes"},
         "train.lr_schedule = 'sometimes': must be one of",
     ),
+    "augment": (
+        {"p_blur": "often"},
+        "augment.p_blur = 'often': must be a number",
+        {"p_noise": 1.5},
+        "augment.p_noise = 1.5: must be a probability in [0, 1]",
+    ),
     "evaluate": ({"visual": 1}, "must be true or false", {"beam_width": 0}, "at least 1"),
 }
 
@@ -139,6 +145,7 @@ def test_a_stage_run_by_hand_reads_what_its_rule_passes():
     the preprocessing the model records (render.dpi, crop) comes from the params either way."""
     by_rule = config.parse(config.json_mapping(rule_settings("train")))
     by_hand = config.load(Path(ROOT / "params.yaml"))
-    for name in ("model", "train", "crop"):
+    for name in ("model", "train", "augment", "crop"):
         assert getattr(by_rule, name) == getattr(by_hand, name)
     assert by_rule.render.dpi == by_hand.render.dpi
+    assert by_rule.render.font == by_hand.render.font

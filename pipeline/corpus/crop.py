@@ -23,9 +23,10 @@ from PIL import Image
 from pipeline import cli, provenance
 from pipeline.config import CropSettings
 from pipeline.contracts import CROPPED_SCHEMA, sha256_file
-from pipeline.corpus import chunk_cache
+from pipeline.corpus import chunk_cache, variety
 
-READS = ("crop",)  # the params this stage reads (dvc.yaml lists the same)
+# the params this stage reads (dvc.yaml lists the same): render.dpi for crop.scale_dpi's factors
+READS = ("crop", "render.dpi")
 INK_THRESHOLD = 250  # gray levels below this count as ink; dvipng's anti-aliasing fades to 255
 
 
@@ -70,13 +71,33 @@ def crop_gray(gray: np.ndarray, settings: CropSettings) -> Image.Image | None:
     return image
 
 
-def crop_rendered(rendered: Mapping, settings: CropSettings) -> Cropped:
-    """Crop a render result (its ``status``, ``reason``, ``error`` and ``png``); a failed render
-    keeps its reason, and a picture that cannot be cropped gets its own."""
+def resample(page: Image.Image, factor: float, back: bool) -> Image.Image:
+    """The page as if rendered at ``factor`` times its dpi: area-averaged when smaller (as a
+    lower dpi's anti-aliasing averages), interpolated when larger. With ``back`` it returns to
+    its own size, keeping the drawn dpi's detail at the render dpi's scale: a 100-dpi screenshot
+    blown up to 200 dpi, as predict's rescaling of one gives the model."""
+    width, height = page.size
+    size = (max(1, round(width * factor)), max(1, round(height * factor)))
+    smaller = factor < 1
+    drawn = page.resize(size, Image.Resampling.BOX if smaller else Image.Resampling.BICUBIC)
+    if not back:
+        return drawn
+    return drawn.resize(
+        (width, height), Image.Resampling.BILINEAR if smaller else Image.Resampling.BOX
+    )
+
+
+def crop_rendered(rendered: Mapping, settings: CropSettings, factor: float = 1.0) -> Cropped:
+    """Crop a render result (its ``status``, ``reason``, ``error`` and ``png``), resampled by
+    ``factor`` first (``crop.scale_dpi``); a failed render keeps its reason, and a picture that
+    cannot be cropped gets its own."""
     if rendered["status"] != "ok" or rendered["png"] is None:
         return Cropped(None, rendered["reason"], rendered["error"])
     try:
-        image = crop_image(rendered["png"], settings)
+        page = Image.open(io.BytesIO(rendered["png"])).convert("L")
+        if factor != 1.0:
+            page = resample(page, factor, back=settings.scale_to == "render")
+        image = crop_gray(np.asarray(page), settings)
     except (OSError, ValueError) as exc:  # PIL raises these for corrupt data
         return Cropped(None, "corrupt_image", str(exc))
     if image is None:
@@ -90,18 +111,24 @@ def encode_png(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
-def crop_table(rendered: pa.Table, settings: CropSettings) -> pa.Table:
-    """Crop every rendered row; failed rows pass through so the shards stage can count them."""
+def crop_table(
+    rendered: pa.Table, settings: CropSettings, scales: Mapping[str, float] | None = None
+) -> pa.Table:
+    """Crop every rendered row, resampling those ``scales`` names by their factor (see
+    ``variety.scales``); failed rows pass through so the shards stage can count them."""
     buckets = ordered_buckets(settings.buckets)
+    scales = scales or {}
     rows = []
     for row in rendered.to_pylist():
-        rows.append(_crop_row(row, settings, buckets))
+        rows.append(_crop_row(row, settings, buckets, scales.get(row["id"], 1.0)))
     return pa.Table.from_pylist(rows, schema=CROPPED_SCHEMA)
 
 
-def _crop_row(row: dict, settings: CropSettings, buckets: list[tuple[int, int]]) -> dict:
+def _crop_row(
+    row: dict, settings: CropSettings, buckets: list[tuple[int, int]], factor: float
+) -> dict:
     out = {"id": row["id"], "png": None, "height": None, "width": None, "bucket": None}
-    cropped = crop_rendered(row, settings)
+    cropped = crop_rendered(row, settings, factor)
     image = cropped.image
     if image is None:
         return out | {"status": "failed", "reason": cropped.reason, "error": cropped.error}
@@ -121,14 +148,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipeline crop", description=__doc__)
     cli.add_params_args(parser)
     parser.add_argument("--rendered", type=Path, required=True, help="a render chunk's Parquet")
+    parser.add_argument(
+        "--formulas", type=Path, help="step0 table: each formula's split (for crop.scale_dpi)"
+    )
     parser.add_argument("--out", type=Path, required=True, help="Parquet file for this chunk")
     parser.add_argument("--cache", type=Path, help="keep finished chunks here, for a rerun")
     args = parser.parse_args(argv)
-    settings = cli.read_params(args, READS).crop
-    key = provenance.digest(asdict(settings), sha256_file(args.rendered))
+    params = cli.read_params(args, READS)
+    settings = params.crop
+    rendered = pq.read_table(args.rendered)
+    scales = _chunk_scales(rendered, args.formulas, settings, params.render.dpi)
+    key = provenance.digest(asdict(settings), sha256_file(args.rendered), scales)
     table, _ = chunk_cache.produce(
         args.out,
-        lambda: crop_table(pq.read_table(args.rendered), settings),
+        lambda: crop_table(rendered, settings, scales),
         args.cache,
         "crop",
         key,
@@ -136,10 +169,24 @@ def main(argv: list[str] | None = None) -> int:
     statuses = Counter(r or "ok" for r in table.column("reason").to_pylist())
     oversize = sum(b == -1 for b in table.column("bucket").to_pylist())
     cli.setup_logging().info(
-        "crop %s: %d in, %s, %d larger than every bucket",
+        "crop %s: %d in, %s, %d larger than every bucket, %d resampled (crop.scale_dpi)",
         args.rendered.name,
         table.num_rows,
         dict(statuses),
         oversize,
+        len(scales),
     )
     return 0
+
+
+def _chunk_scales(
+    rendered: pa.Table, formulas: Path | None, settings: CropSettings, render_dpi: int
+) -> dict[str, float]:
+    """The resampling factor of each training formula in the chunk (none when off)."""
+    if settings.scale_dpi is None:
+        return {}
+    if formulas is None:
+        raise SystemExit("crop: crop.scale_dpi resamples training images only: --formulas needed")
+    split = pq.read_table(formulas, columns=["id", "split"])
+    training = variety.train_ids(split.column("id").to_pylist(), split.column("split").to_pylist())
+    return variety.scales(rendered.column("id").to_pylist(), training, settings, render_dpi)

@@ -20,7 +20,7 @@ import shutil
 import struct
 import tempfile
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -33,7 +33,7 @@ from pipeline import cli, provenance
 from pipeline.cli import ProgressLog
 from pipeline.config import RenderSettings
 from pipeline.contracts import RENDERED_SCHEMA
-from pipeline.corpus import chunk_cache, texrun, texsafe
+from pipeline.corpus import chunk_cache, texrun, texsafe, variety
 
 READS = ("render",)  # the params this stage reads (dvc.yaml lists the same)
 
@@ -69,12 +69,12 @@ def _marker(index: int) -> str:
     return rf"\typeout{{{MARKER} {index} \arabic{{page}} \the\currentgrouplevel}}"
 
 
-def batch_document(formulas: Sequence[str]) -> str:
+def batch_document(formulas: Sequence[str], font: str = "cm") -> str:
     """The batched document: a baseline marker, then formula i alone on line FIRST_LINE + i."""
     body = "".join(
         texrun.display_math(f) + r"\clearpage" + _marker(i) + "\n" for i, f in enumerate(formulas)
     )
-    return texrun.PREAMBLE + _marker(-1) + "\n" + body + "\\end{document}\n"
+    return texrun.preamble(font) + _marker(-1) + "\n" + body + "\\end{document}\n"
 
 
 def parse_errors(log: str, count: int) -> tuple[dict[int, str], list[str]]:
@@ -158,11 +158,13 @@ class BatchRenderer:
 
     Each round compiles the pending formulas once and keeps what ``settle`` can decide from it;
     the undecided tail goes to the next round, and after ``MAX_ROUNDS`` the batch is bisected.
+    Every formula of a batch is set in one font: ``font``, or else ``settings.font``.
     """
 
-    def __init__(self, settings: RenderSettings, scratch: Path) -> None:
+    def __init__(self, settings: RenderSettings, scratch: Path, font: str | None = None) -> None:
         self.settings = settings
         self.scratch = scratch
+        self.font = font or settings.font
 
     def render(self, items: Sequence[tuple[str, str]]) -> list[Rendered]:
         results: list[Rendered] = []
@@ -196,7 +198,7 @@ class BatchRenderer:
         """Run latex on a fresh document; return its log and whether it timed out."""
         for stale in self.scratch.iterdir():
             stale.unlink()
-        document = batch_document([formula for _, formula in items])
+        document = batch_document([formula for _, formula in items], self.font)
         tex = self.scratch / "batch.tex"
         tex.write_text(document)
         run = texrun.run_latex(tex, self.settings.timeout_s)
@@ -319,8 +321,13 @@ def render_formulas(
     items: Sequence[tuple[str, str]],
     settings: RenderSettings,
     progress: ProgressLog | None = None,
+    fonts: Mapping[str, str] | None = None,
 ) -> list[Rendered]:
-    """Render (id, formula) pairs; every input comes back exactly once, rendered or failed."""
+    """Render (id, formula) pairs; every input comes back exactly once, rendered or failed.
+
+    ``fonts`` gives some ids another font than ``settings.font`` (``variety.fonts``): batches
+    are made per font, as a document has one.
+    """
     results: list[Rendered] = []
     safe: list[tuple[str, str]] = []
     for item_id, formula in items:
@@ -331,12 +338,16 @@ def render_formulas(
             results.append(_failed(item_id, "unsafe", reason))
     if progress is not None:
         progress.advance(len(results))  # refused before TeX
+    by_font: dict[str, list[tuple[str, str]]] = {}
+    for item in safe:
+        by_font.setdefault((fonts or {}).get(item[0], settings.font), []).append(item)
     with scratch_folder() as scratch:
-        renderer = BatchRenderer(settings, Path(scratch))
-        for batch in _batches(safe, settings.batch_size):
-            results += renderer.render(batch)
-            if progress is not None:
-                progress.advance(len(batch))
+        for font, group in sorted(by_font.items()):
+            renderer = BatchRenderer(settings, Path(scratch), font)
+            for batch in _batches(group, settings.batch_size):
+                results += renderer.render(batch)
+                if progress is not None:
+                    progress.advance(len(batch))
     order = {item_id: i for i, (item_id, _) in enumerate(items)}
     return sorted(results, key=lambda r: order[r.id])
 
@@ -358,15 +369,19 @@ def main(argv: list[str] | None = None) -> int:
     if not 0 <= args.chunk < chunks:
         raise SystemExit(f"render: --chunk {args.chunk} is outside 0..{chunks - 1} (render.chunks)")
     log = cli.setup_logging()
-    table = pd.read_parquet(args.formulas, columns=["id", "formula"])
+    table = pd.read_parquet(args.formulas, columns=["id", "formula", "split"])
     mine = table[[chunk_of(i, chunks) == args.chunk for i in table["id"]]]
     items = list(zip(mine["id"], mine["formula"], strict=True))
+    fonts = {}  # render.train_fonts: a font per training formula
+    if settings.train_fonts:
+        training = variety.train_ids(mine["id"], mine["split"])
+        fonts = variety.fonts(mine["id"], training, settings)
 
     def make() -> pa.Table:
         progress = ProgressLog(f"render chunk {args.chunk}", len(items), "formulas")
-        return to_table(render_formulas(items, settings, progress))
+        return to_table(render_formulas(items, settings, progress, fonts))
 
-    key = provenance.digest(asdict(settings), items, texrun.tool_versions())
+    key = provenance.digest(asdict(settings), items, fonts, texrun.tool_versions())
     done, _ = chunk_cache.produce(args.out, make, args.cache, "render", key)
     counts = Counter(reason or "ok" for reason in done.column("reason").to_pylist())
     log.info("render chunk %d/%d: %d in, %s", args.chunk, chunks, len(mine), dict(counts))

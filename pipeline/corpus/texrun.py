@@ -23,9 +23,10 @@ from pathlib import Path
 #   ("Use of \reserved@a doesn't match its definition") where a later one does not: every
 #   document loads, in a box it throws away, each font and size the allow-list can select.
 # The render fuzz in tests/corpus/test_render.py found both.
-PREAMBLE = r"""\documentclass[12pt]{article}
+_PREAMBLE = r"""\documentclass[12pt]{article}
 \usepackage{amsmath}
 \usepackage{amssymb}
+%FONT%
 \pagestyle{empty}
 \makeatletter
 \newcommand\fontsample{x\textsf{x}\texttt{x}\textsl{x}\textsc{x}\textit{x}\textup{x}%
@@ -40,6 +41,22 @@ LARGE,huge,Huge\do{\csname\size\endcsname\fontsample$\mathsample$\boldmath$\math
 \begin{document}
 \setbox0\vbox{\fontwarmup}
 """
+
+# render.font: each family's line in the preamble, from texlive-fonts-recommended's psnfss. One
+# line each, so a formula sits on the same line whatever its font (errors are pinned by line).
+FONT_PACKAGES = {
+    "cm": "% Computer Modern, LaTeX's own",
+    "times": r"\usepackage{mathptmx}",
+    "palatino": r"\usepackage{mathpazo}",
+}
+
+
+def preamble(font: str = "cm") -> str:
+    """The document up to the first formula, setting text and math in ``font``."""
+    return _PREAMBLE.replace("%FONT%", FONT_PACKAGES[font])
+
+
+PREAMBLE = preamble()
 
 
 def display_math(formula: str) -> str:

@@ -36,17 +36,19 @@ REMEDY = "train it again (`dvc repro train`) or restore it (`dvc pull` / `dvc ch
 
 @dataclass(frozen=True)
 class Preprocessing:
-    """How the training images were made from formulas: render dpi and crop settings."""
+    """How the training images were made from formulas: render dpi, font and crop settings
+    (a model recorded before fonts were a setting was trained in Computer Modern)."""
 
     dpi: int
     crop: CropSettings
+    font: str = RenderSettings.font
 
     def as_dict(self) -> dict[str, Any]:
-        return {"dpi": self.dpi, "crop": config.as_dict(self.crop)}
+        return {"dpi": self.dpi, "font": self.font, "crop": config.as_dict(self.crop)}
 
     def render_settings(self) -> RenderSettings:
-        """Render settings that draw a formula as the training images were drawn."""
-        return RenderSettings(dpi=self.dpi)
+        """Render settings that draw a formula as the validation and test images were drawn."""
+        return RenderSettings(dpi=self.dpi, font=self.font)
 
 
 @dataclass(frozen=True)
@@ -127,7 +129,9 @@ def load(folder: Path) -> Bundle:
     source = str(folder / RECORD)
     settings = config.section("model", record["model"], source)
     raw = record["preprocessing"]
-    preprocessing = Preprocessing(int(raw["dpi"]), config.section("crop", raw["crop"], source))
+    crop = config.section("crop", raw["crop"], source)
+    font = config.section("render", {k: raw[k] for k in ("font",) if k in raw}, source).font
+    preprocessing = Preprocessing(int(raw["dpi"]), crop, font)
     vocab = Vocab.load(folder / VOCAB)
     model = networks.build_model(networks.model_config(settings), len(vocab))
     try:

@@ -34,7 +34,9 @@ import pyarrow.parquet as pq
 import tensorflow as tf
 from PIL import Image
 
+from pipeline.config import AugmentSettings
 from pipeline.contracts import END_ID, START_ID
+from pipeline.model import augment as augmentation
 
 READ_BATCH_ROWS = 1024  # rows per Python -> tf hand-over: one Python call per this many rows
 COLUMNS = ["id", "png", "height", "width", "bucket", "tokens"]
@@ -111,6 +113,7 @@ def make_dataset(
     with_ids: bool = False,
     shuffle_buffer: int = 4096,
     length_bins: Sequence[int] = (),
+    augment: AugmentSettings | None = None,
 ) -> tf.data.Dataset:
     """Batches of ``(images, tokens)`` (plus ``ids`` [B] strings when ``with_ids``).
 
@@ -120,7 +123,10 @@ def make_dataset(
     ``shuffle`` permutes the file order each epoch and mixes rows through a
     ``shuffle_buffer``-row buffer of still-compressed PNGs; both are seeded, so a given seed
     gives the same batches every run. With ``length_bins`` (upper edges of token counts) a batch
-    also holds formulas of one length bin only.
+    also holds formulas of one length bin only. ``augment`` (training only) changes each image
+    as ``pipeline.model.augment`` draws it from ``seed`` and the row's id; with every
+    probability 0 the images are the shards' own. Which rows are left out by size is decided
+    before it, from the shards' sizes, and augmented images stay within the canvas or height.
     """
     _check_args(paths, batch_size, pad_multiple, None if canvas else fixed_height, canvas)
     rows = _rows(paths, shuffle=shuffle, seed=seed, repeat=repeat)
@@ -135,6 +141,11 @@ def make_dataset(
     elif fixed_height is not None:
         rows = rows.filter(lambda row: row["height"] <= fixed_height)
     rows = rows.map(_decode, num_parallel_calls=tf.data.AUTOTUNE)
+    if augment is not None and augment.active:
+        limits = (canvas[0], canvas[1]) if canvas is not None else (fixed_height, None)
+        rows = rows.map(
+            augmentation.augmenter(augment, seed, *limits), num_parallel_calls=tf.data.AUTOTUNE
+        )
     if canvas is not None:
         rows = rows.map(_centred(canvas), num_parallel_calls=tf.data.AUTOTUNE)
     batches = rows.group_by_window(

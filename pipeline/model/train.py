@@ -18,8 +18,8 @@ from pipeline.config import ConfigError
 from pipeline.model import networks
 from pipeline.model.trainer import Trainer, preprocessing_of
 
-# the params this stage reads (dvc.yaml lists the same): the model records render.dpi and crop
-READS = ("model", "train", "render.dpi", "crop")
+# the params this stage reads (dvc.yaml lists the same): the model records render.dpi, .font, crop
+READS = ("model", "train", "augment", "render.dpi", "render.font", "crop")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="exported best model")
     parser.add_argument("--checkpoints", type=Path, required=True)
     parser.add_argument("--live", type=Path, required=True, help="dvclive folder")
+    cli.add_verbose_arg(parser)
     args = parser.parse_args(argv)
     cli.setup_logging()
     params = cli.read_params(args, READS)
@@ -37,6 +38,13 @@ def main(argv: list[str] | None = None) -> int:
         networks.model_config(params.model)
     except ValueError as error:
         raise ConfigError(f"params: model: {error}") from None
-    trainer = Trainer(params.model, params.train, args.shards, args.vocab, preprocessing_of(params))
+    trainer = Trainer(
+        params.model,
+        params.train,
+        args.shards,
+        args.vocab,
+        preprocessing_of(params),
+        params.augment,
+    )
     trainer.run(args.out, args.checkpoints, args.live)
     return 0

@@ -27,7 +27,7 @@ import tensorflow as tf
 from dvclive import Live
 
 from pipeline import cli, config, metrics, provenance
-from pipeline.config import ModelSettings, TrainSettings
+from pipeline.config import AugmentSettings, ModelSettings, TrainSettings
 from pipeline.contracts import MANIFEST, Vocab, shard_paths
 from pipeline.model import bundle, dataset, devices, networks
 from pipeline.model.schedule import Budget, Schedule
@@ -51,10 +51,17 @@ class Progress:
     last_accuracy: float = math.nan
 
 
-def run_key(model: ModelSettings, settings: TrainSettings, data_digest: str) -> str:
+def run_key(
+    model: ModelSettings,
+    settings: TrainSettings,
+    data_digest: str,
+    augment: AugmentSettings | None = None,
+) -> str:
     """Checkpoints are only resumed by a run with the same model, settings, data and code: DVC
-    reruns training after a code change, and that run must train, not resume a finished one."""
-    return provenance.digest(asdict(model), asdict(settings), data_digest)
+    reruns training after a code change, and that run must train, not resume a finished one.
+    Augmentation counts when on; off, training is what it was before augmentation existed."""
+    on = [asdict(augment)] if augment is not None and augment.active else []
+    return provenance.digest(asdict(model), asdict(settings), data_digest, *on)
 
 
 def data_digest(shards_dir: Path, vocab_path: Path) -> str:
@@ -70,8 +77,13 @@ class Trainer:
         shards: Path,
         vocab: Path,
         preprocessing: bundle.Preprocessing,
+        augment: AugmentSettings | None = None,
     ):
         self.settings = settings
+        self.augment = augment  # training batches only, never validation
+        if augment is not None and augment.active:
+            on = {f: v for f, v in asdict(augment).items() if f.startswith("p_") and v}
+            log.info("train: augmenting training images, with probabilities %s", on)
         self.model_settings = model_settings
         self.preprocessing = preprocessing
         self.devices = devices.setup(settings.mixed_precision)
@@ -86,7 +98,8 @@ class Trainer:
         self.pad_multiple = self.config.size_multiple
         self.fixed_height = self.config.fixed_height
         self.canvas = self.config.canvas
-        self.key = run_key(model_settings, settings, data_digest(self.shards, self.vocab_path))
+        digest = data_digest(self.shards, self.vocab_path)
+        self.key = run_key(model_settings, settings, digest, augment)
         self.train_paths = shard_paths(self.shards, "train")
         self.val_paths = shard_paths(self.shards, "validation")
         self.budget = Budget.of(settings)
@@ -172,6 +185,7 @@ class Trainer:
                 seed=self.settings.seed + epoch,
                 length_bins=self.settings.length_bins,
                 drop_remainder=self.devices.replicas > 1,
+                augment=self.augment,
             )
             return data.skip(skip)
 
@@ -503,4 +517,4 @@ def restore_curves(kept: Path, live_dir: Path, epochs: int) -> bool:
 
 def preprocessing_of(params: config.Params) -> bundle.Preprocessing:
     """What the training images were made with, for the bundle to carry."""
-    return bundle.Preprocessing(params.render.dpi, params.crop)
+    return bundle.Preprocessing(params.render.dpi, params.crop, params.render.font)

@@ -26,19 +26,20 @@ rule render:
 
 rule crop_chunk:
     input:
-        "data/render/chunk-{chunk}.parquet",
+        rendered="data/render/chunk-{chunk}.parquet",
+        formulas="data/step0/formulas.parquet",
     output:
         "data/crop/chunk-{chunk}.parquet",
     params:
-        settings=settings("crop"),
+        settings=settings("crop", "render.dpi"),
         cache=CHUNK_CACHE,
     conda:
         "../envs/pipeline.yaml"
     log:
         "logs/crop/chunk-{chunk}.log",
     shell:
-        "python -m pipeline crop --settings {params.settings:q} --rendered {input}"
-        " --out {output} --cache {params.cache} 2>&1 | tee {log}"
+        "python -m pipeline crop --settings {params.settings:q} --rendered {input.rendered}"
+        " --formulas {input.formulas} --out {output} --cache {params.cache} 2>&1 | tee {log}"
 
 
 rule crop:

@@ -10,7 +10,7 @@ rule train:
         model=directory("models/best"),
         live=directory("dvclive"),
     params:
-        settings=settings("model", "train", "render.dpi", "crop"),
+        settings=settings("model", "train", "augment", "render.dpi", "render.font", "crop"),
         launch=launcher,
     threads: 64  # capped at --cores: TensorFlow uses every core it gets
     conda:
