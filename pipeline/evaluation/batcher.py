@@ -20,57 +20,12 @@ from concurrent.futures import Future
 from dataclasses import asdict, dataclass
 
 import numpy as np
-import tensorflow as tf
 
-from pipeline.contracts import Vocab
-from pipeline.model.decode import DecodeSettings, decode_batch
-from pipeline.model.networks import FormulaModel
-from pipeline.model.predict import Prediction
+from pipeline.model.predict import Labelled, Prediction
 
 log = logging.getLogger("pipeline")
 
-Labelled = tuple[str, np.ndarray]  # a name for messages, and a prepared image
 Decoder = Callable[[Sequence[Labelled]], list[Prediction]]
-
-
-def decode_images(
-    images: Sequence[Labelled], model: FormulaModel, vocab: Vocab, decoding: DecodeSettings
-) -> list[Prediction]:
-    """One Prediction per prepared image, in order: one decode call per padded shape.
-
-    ``predict`` does the same for a folder (its ``_decode_batch``); a failed call (e.g. out of
-    memory) is each of its images' error, as there.
-    """
-    by_shape: dict[tuple[int, ...], list[int]] = {}
-    for index, (_, image) in enumerate(images):
-        by_shape.setdefault(image.shape, []).append(index)
-    results: list[Prediction | None] = [None] * len(images)
-    for indices in by_shape.values():
-        for start in range(0, len(indices), decoding.batch_size):
-            chunk = indices[start : start + decoding.batch_size]
-            batch = [images[i] for i in chunk]
-            for index, prediction in zip(
-                chunk, _decode(batch, model, vocab, decoding), strict=True
-            ):
-                results[index] = prediction
-    return [r for r in results if r is not None]
-
-
-def _decode(
-    batch: Sequence[Labelled], model: FormulaModel, vocab: Vocab, decoding: DecodeSettings
-) -> list[Prediction]:
-    try:
-        ids, scores, _ = decode_batch(model, np.stack([image for _, image in batch]), decoding)
-    except (tf.errors.OpError, ValueError) as exc:
-        return [Prediction(label, error=f"decoding failed ({exc})") for label, _ in batch]
-    return [
-        Prediction(
-            label,
-            latex=vocab.decode(ids[row].tolist()),
-            score=None if scores is None else float(scores[row]),
-        )
-        for row, (label, _) in enumerate(batch)
-    ]
 
 
 @dataclass

@@ -38,11 +38,11 @@ from pipeline import cli
 from pipeline.config import RenderSettings
 from pipeline.corpus import render
 from pipeline.evaluation import uploads
-from pipeline.evaluation.batcher import Batcher, decode_images
+from pipeline.evaluation.batcher import Batcher
 from pipeline.evaluation.uploads import Refused
 from pipeline.model import bundle
 from pipeline.model.decode import DecodeSettings
-from pipeline.model.predict import ImageError, ModelInput, prepare_image
+from pipeline.model.predict import ImageError, ModelInput, decode_images, prepare_image
 
 log = logging.getLogger("pipeline")
 

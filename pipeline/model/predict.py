@@ -1,11 +1,15 @@
 """Predict command: formula images (PNG or JPEG) -> LaTeX tokens with an exported model.
 
-Every image goes through exactly the preprocessing the model was trained on (crop to the ink,
-pad, downsample, 1 = ink, zero padding to the model's multiples), with the crop settings read
-from the model's own bundle (``pipeline.model.bundle``), so a model never sees inputs shaped
-unlike its training data. One bad file is reported and skipped; it never stops the others.
+A screenshot is first made to look like training's renders: dark ink on white, no border, at the
+model's render scale (``pipeline.corpus.screenshot``: the scale estimated from the strokes, or
+given with ``--dpi``). Then every image goes through exactly the preprocessing the model was
+trained on (crop to the ink, pad, downsample, 1 = ink, zero padding to the model's multiples),
+with the crop settings read from the model's own bundle (``pipeline.model.bundle``), so a model
+never sees inputs shaped unlike its training data. One bad file is reported and skipped; it
+never stops the others.
 
-Usage: ``python -m pipeline predict [--model DIR] [--beam-width N] [--jsonl] IMAGE|DIR ...``
+Usage: ``python -m pipeline predict [--model DIR] [--beam-width N] [--dpi N | --as-is] [--jsonl]
+IMAGE|DIR ...``
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from PIL import Image
 
 from pipeline import cli
 from pipeline.contracts import Vocab
-from pipeline.corpus import crop
+from pipeline.corpus import crop, screenshot
 from pipeline.model import bundle
 from pipeline.model.dataset import ink_from_gray
 from pipeline.model.decode import DecodeSettings, decode_batch
@@ -67,9 +71,17 @@ class ModelInput:
     precropped: bool = False
     pad_to_bucket: bool = True
     canvas: tuple[int, int, int] | None = None  # (height, width, frame): centred, as training
+    normalize: bool = True  # screenshot.normalize first: colours, frame, scale to ``dpi``
+    input_dpi: float | None = None  # the inputs' scale when known; None: estimated per image
 
     @classmethod
-    def of(cls, exported: bundle.Bundle, precropped: bool = False) -> ModelInput:
+    def of(
+        cls,
+        exported: bundle.Bundle,
+        precropped: bool = False,
+        normalize: bool = True,
+        input_dpi: float | None = None,
+    ) -> ModelInput:
         return cls(
             exported.preprocessing.crop,
             exported.pad_multiple,
@@ -77,6 +89,8 @@ class ModelInput:
             exported.preprocessing.dpi,
             precropped,
             canvas=exported.canvas,
+            normalize=normalize,
+            input_dpi=input_dpi,
         )
 
 
@@ -99,13 +113,19 @@ class Prediction:
 def prepare_image(data: bytes, settings: ModelInput) -> np.ndarray:
     """Image file bytes -> float32 [H, W, 1] (1 = ink), padded, exactly as in training.
 
-    Raises ``ImageError`` saying why when the model cannot take the image.
+    A screenshot is first made dark ink on white at the model's render scale
+    (``screenshot.normalize``), unless ``settings.normalize`` is off; crop-stage output
+    (``precropped``) already is. Raises ``ImageError`` saying why when the model cannot take
+    the image.
     """
     gray = load_gray(data)
     if settings.precropped:
         cropped = gray if _has_ink(gray) else None
     else:
-        cropped = crop.crop_gray(np.asarray(gray), settings.crop)
+        page = np.asarray(gray)
+        if settings.normalize:
+            page = screenshot.normalize(page, settings.dpi, settings.input_dpi).gray
+        cropped = crop.crop_gray(page, settings.crop)
     if cropped is None:
         raise ImageError("no ink: the image is blank (every pixel is near-white)")
     bucket = _check_size(cropped.height, cropped.width, settings)
@@ -150,9 +170,20 @@ def _flatten(image: Image.Image) -> Image.Image:
         return Image.fromarray(np.clip(wide // 257, 0, 255).astype(np.uint8), mode="L")
     if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:
         rgba = image.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(white, rgba).convert("L")
+        backdrop = (0, 0, 0, 255) if _light_ink(rgba) else (255, 255, 255, 255)
+        return Image.alpha_composite(Image.new("RGBA", rgba.size, backdrop), rgba).convert("L")
     return image.convert("L")
+
+
+def _light_ink(rgba: Image.Image) -> bool:
+    """Whether what is drawn (the opaque pixels) is light: a dark theme's formula on a
+    transparent background, which on white would vanish; on black it is a dark screenshot,
+    which ``screenshot.normalize`` turns round."""
+    pixels = np.asarray(rgba)
+    opaque = pixels[..., 3] > 127
+    if not opaque.any() or opaque.all():
+        return False
+    return float(np.asarray(rgba.convert("L"))[opaque].mean()) > 127
 
 
 def _has_ink(image: Image.Image) -> bool:
@@ -164,7 +195,8 @@ def _check_size(height: int, width: int, settings: ModelInput) -> tuple[int, int
 
     Returns the smallest bucket that holds the image."""
     size = f"image is {height}x{width} (height x width) after cropping and downsampling"
-    hint = f" (the model was trained on formulas rendered at {settings.dpi} dpi)"
+    hint = f" (the model was trained on formulas rendered at {settings.dpi} dpi"
+    hint += "; --dpi says the images' scale)" if settings.normalize else ")"
     if settings.canvas is not None:
         canvas_h, canvas_w, _ = settings.canvas
         if height > canvas_h or width > canvas_w:
@@ -302,26 +334,51 @@ def _decode_into(
     vocab: Vocab,
     decoding: DecodeSettings,
 ) -> None:
-    for index, prediction in _decode_batch(batch, model, vocab, decoding):
+    labelled = [(path, image) for _, path, image in batch]
+    for (index, _, _), prediction in zip(
+        batch, decode_images(labelled, model, vocab, decoding), strict=True
+    ):
         results[index] = prediction
 
 
-def _decode_batch(
-    batch: list[tuple[int, str, np.ndarray]],
-    model: FormulaModel,
-    vocab: Vocab,
-    decoding: DecodeSettings,
-) -> Iterator[tuple[int, Prediction]]:
-    images = np.stack([image for _, _, image in batch])
+Labelled = tuple[str, np.ndarray]  # a name for messages, and a prepared image
+
+
+def decode_images(
+    images: Sequence[Labelled], model: FormulaModel, vocab: Vocab, decoding: DecodeSettings
+) -> list[Prediction]:
+    """One Prediction per prepared image, in order: one decode call per padded shape and batch.
+
+    A failed call (e.g. out of memory for that batch) is each of its images' error, so one
+    batch never stops the others. ``serve`` decodes what its requests bring through this too.
+    """
+    by_shape: dict[tuple[int, ...], list[int]] = {}
+    for index, (_, image) in enumerate(images):
+        by_shape.setdefault(image.shape, []).append(index)
+    results: dict[int, Prediction] = {}
+    for indices in by_shape.values():
+        for start in range(0, len(indices), decoding.batch_size):
+            chunk = indices[start : start + decoding.batch_size]
+            decoded = _decode([images[i] for i in chunk], model, vocab, decoding)
+            results.update(zip(chunk, decoded, strict=True))
+    return [results[index] for index in range(len(images))]
+
+
+def _decode(
+    batch: Sequence[Labelled], model: FormulaModel, vocab: Vocab, decoding: DecodeSettings
+) -> list[Prediction]:
     try:
-        ids, scores, _ = decode_batch(model, images, decoding)
+        ids, scores, _ = decode_batch(model, np.stack([image for _, image in batch]), decoding)
     except (tf.errors.OpError, ValueError) as exc:  # e.g. out of memory for this batch
-        for index, path, _ in batch:
-            yield index, Prediction(path, error=f"decoding failed ({exc})")
-        return
-    for row, (index, path, _) in enumerate(batch):
-        score = None if scores is None else float(scores[row])
-        yield index, Prediction(path, latex=vocab.decode(ids[row].tolist()), score=score)
+        return [Prediction(label, error=f"decoding failed ({exc})") for label, _ in batch]
+    return [
+        Prediction(
+            label,
+            latex=vocab.decode(ids[row].tolist()),
+            score=None if scores is None else float(scores[row]),
+        )
+        for row, (label, _) in enumerate(batch)
+    ]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -369,11 +426,27 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="inputs are crop-stage output already (e.g. shard PNGs): do not crop again",
     )
+    scale = parser.add_mutually_exclusive_group()
+    scale.add_argument(
+        "--dpi",
+        type=float,
+        metavar="N",
+        help="the images' scale, as the dpi a 12pt formula would have (a screenshot at 2x zoom "
+        "of a PDF at 100%% is about 190); default: estimated from each image's strokes",
+    )
+    scale.add_argument(
+        "--as-is",
+        action="store_true",
+        help="no screenshot normalization (colours, border, scale): images are already "
+        "dark ink on white at the model's dpi",
+    )
     cli.add_verbose_arg(parser)
     return parser
 
 
 def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.dpi is not None and not 10 <= args.dpi <= 5000:
+        parser.error(f"--dpi must be between 10 and 5000, got {args.dpi:g}")
     for name in ("beam_width", "batch_size", "max_len"):
         value = getattr(args, name)
         if value is not None and value < 1:
@@ -411,7 +484,9 @@ def main(argv: list[str] | None = None) -> int:
     model, vocab = exported.model, exported.vocab
     if args.beam_width > len(vocab):
         parser.error(f"--beam-width {args.beam_width} exceeds the vocabulary size {len(vocab)}")
-    preprocessing = ModelInput.of(exported, precropped=args.cropped)
+    preprocessing = ModelInput.of(
+        exported, precropped=args.cropped, normalize=not args.as_is, input_dpi=args.dpi
+    )
     decoding = DecodeSettings(
         max_len=args.max_len or exported.max_len,
         beam_width=args.beam_width,

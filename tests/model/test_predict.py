@@ -180,6 +180,8 @@ def bad_and_good_files(raw_page, folder: Path) -> dict[str, Path]:
     files["text"].write_text("this is not an image\n")
     files["missing"] = folder / "missing.png"
     files["blank"] = save(np.full((40, 120), 255, np.uint8), folder / "blank.png")
+    # at the model's dpi (the command is told so), as a block of ink would otherwise be read
+    # as a formula at a huge dpi and shrunk
     huge = np.full((220, 1220), 255, np.uint8)
     huge[10:210, 10:1210] = 0  # ink 200 x 1200 -> padded 216 x 1216 -> downsampled 108 x 608
     files["huge"] = save(huge, folder / "huge.png")
@@ -197,7 +199,7 @@ def test_cli_reports_each_bad_file_and_predicts_the_rest(raw_page, model_dir, tm
     args = [str(p) for p in files.values()] + [str(folder), str(empty)]
     proc = subprocess.run(
         [sys.executable, "-m", "pipeline", "predict", "--model", str(model_dir)]
-        + ["--beam-width", "1", "--jsonl", "--batch-size", "2", *args],
+        + ["--beam-width", "1", "--jsonl", "--batch-size", "2", "--dpi", "100", *args],
         cwd=ROOT,
         env=tool_env(),
         capture_output=True,
@@ -337,7 +339,9 @@ def test_a_model_that_records_no_preprocessing_is_refused(model_dir, tmp_path):
 
 
 def test_strips_images_pad_to_the_fixed_height_and_refuse_taller_ones():
-    settings = predict.ModelInput(CropSettings(pad=0, downsample=1), 4, fixed_height=16, dpi=100)
+    # blocks of ink, not formulas: screenshot normalization would read them as huge print
+    crop_only = CropSettings(pad=0, downsample=1)
+    settings = predict.ModelInput(crop_only, 4, fixed_height=16, dpi=100, normalize=False)
     short, tall = np.full((20, 30), 255, np.uint8), np.full((40, 30), 255, np.uint8)
     short[2:9, 3:20] = 0
     tall[2:30, 3:20] = 0

@@ -1,0 +1,200 @@
+"""Trained models on screenshots: another renderer, five scales, JPEG and a dark theme.
+
+A person's screenshot is not one of our renders. This scores models on real test formulas made
+by another chain than training's (pdflatex + pdftoppm, ``screenshots.py``, cut out with uneven
+margins) at 100, 150, 200, 300 and 600 dpi, as JPEG quality 60 and light-on-dark at 200 dpi,
+beside the clean figure: the same formulas rendered by training's own renderer at the model's
+dpi. Each model is run twice: "as-is" (the images cropped as the crop stage would, what
+``predict --as-is`` does, and all ``predict`` did before screenshots were normalized) and
+"normalized" (``predict``'s default: ``pipeline.corpus.screenshot``). The formulas are the
+first ``--count`` test rows of the model's own step0 table whose tokens the model knows.
+
+    python benchmarks/robustness.py --model models/best [--model OTHER ...]
+        [--step0 data/step0/formulas.parquet] [--count 300] [--beam-width 5] [--json FILE]
+    python benchmarks/robustness.py --calibrate   # screenshot.STROKE_WIDTHS, measured anew
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import screenshots  # noqa: E402
+from screenshots import Look  # noqa: E402
+
+from pipeline import metrics  # noqa: E402
+from pipeline.config import RenderSettings  # noqa: E402
+from pipeline.contracts import UNK_ID  # noqa: E402
+from pipeline.corpus import render, screenshot  # noqa: E402
+from pipeline.model import bundle  # noqa: E402
+from pipeline.model.decode import DecodeSettings  # noqa: E402
+from pipeline.model.predict import ImageError, ModelInput, decode_images, prepare_image  # noqa: E402
+
+LOOKS = (
+    Look(100),
+    Look(150),
+    Look(200),
+    Look(300),
+    Look(600),
+    Look(200, jpeg_quality=60),
+    Look(200, dark=True),
+)
+CLEAN = "clean"
+CALIBRATION_DPI = (100, 150, 200, 300, 600)
+
+
+def test_formulas(step0: Path, count: int, known: set[str]) -> list[str]:
+    table = pq.read_table(step0, columns=["formula", "split"]).to_pydict()
+    rows = [f for f, s in zip(table["formula"], table["split"], strict=True) if s == "test"]
+    return [f for f in rows if set(f.split()) <= known][:count]
+
+
+def clean_images(formulas: Sequence[str], settings: RenderSettings) -> list[bytes | None]:
+    """Training's renderer at the model's dpi and font: the figure the papers would quote."""
+    rendered = render.render_formulas([(str(i), f) for i, f in enumerate(formulas)], settings)
+    return [r.png for r in rendered]
+
+
+def score(
+    images: Sequence[bytes | None],
+    references: Sequence[str],
+    exported: bundle.Bundle,
+    settings: ModelInput,
+    decoding: DecodeSettings,
+) -> dict:
+    """Every formula scored: one the model cannot take counts as an empty prediction."""
+    prepared, refused = [], 0
+    for index, data in enumerate(images):
+        try:
+            if data is None:
+                raise ImageError("no image")
+            prepared.append((str(index), prepare_image(data, settings)))
+        except ImageError:
+            refused += 1
+            prepared.append(None)
+    taken = [p for p in prepared if p is not None]
+    decoded = iter(decode_images(taken, exported.model, exported.vocab, decoding))
+    hypotheses = ["" if p is None else (next(decoded).latex or "") for p in prepared]
+    scores = metrics.score_corpus(list(references), hypotheses)
+    return {"bleu": scores["bleu"], "exact": scores["exact_match"], "refused": refused}
+
+
+def run_model(
+    model_dir: Path,
+    formulas: list[str],
+    conditions: dict[str, list[bytes | None]],
+    beam_width: int,
+) -> list[dict]:
+    exported = bundle.load(model_dir)
+    decoding = DecodeSettings(exported.max_len, beam_width, 0.6, 16)
+    rows = []
+    for mode in ("as-is", "normalized"):
+        settings = ModelInput.of(exported, normalize=mode == "normalized")
+        started = time.monotonic()
+        cells = {
+            name: score(images, formulas, exported, settings, decoding)
+            for name, images in conditions.items()
+        }
+        rows.append(
+            {
+                "model": str(model_dir),
+                "mode": mode,
+                "cells": cells,
+                "seconds": round(time.monotonic() - started, 1),
+            }
+        )
+        print(f"  {model_dir} {mode}: {rows[-1]['seconds']} s", file=sys.stderr)
+    return rows
+
+
+def print_table(rows: list[dict], names: list[str], key: str) -> None:
+    """Ratios are to the clean figure of the same model as-is: what it scores on test."""
+    print(f"\n{key}  (in brackets: ratio to the model's clean {key} as-is)")
+    print(f"{'model':28} {'mode':10} " + " ".join(f"{n:>15}" for n in names))
+    clean = {r["model"]: r["cells"][CLEAN][key] for r in rows if r["mode"] == "as-is"}
+    for row in rows:
+        cells = []
+        for name in names:
+            value, base = row["cells"][name][key], clean[row["model"]]
+            ratio = f"({value / base:.2f})" if base else ""
+            cells.append(f"{value:8.3f}{ratio:>7}")
+        print(f"{Path(row['model']).name[:28]:28} {row['mode']:10} " + " ".join(cells))
+
+
+def calibrate(step0: Path, count: int) -> None:
+    """Median stroke width of training-renderer images at each dpi: the STROKE_WIDTHS table."""
+    table = pq.read_table(step0, columns=["formula", "split"]).to_pydict()
+    formulas = [f for f, s in zip(table["formula"], table["split"], strict=True) if s == "test"]
+    items = [(str(i), f) for i, f in enumerate(formulas[:count])]
+    for dpi in CALIBRATION_DPI:
+        widths = []
+        for rendered in render.render_formulas(items, RenderSettings(dpi=dpi)):
+            if rendered.png is None:
+                continue
+            gray = np.asarray(Image.open(io.BytesIO(rendered.png)).convert("L"))
+            width = screenshot.stroke_width(screenshot.ink_map(gray)[0])
+            if width is not None:
+                widths.append(width)
+        print(f"({dpi}, {statistics.median(widths):.3f}),  # {len(widths)} formulas")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", type=Path, action="append", help="repeat for several")
+    parser.add_argument("--step0", type=Path, default=ROOT / "data/step0/formulas.parquet")
+    parser.add_argument("--count", type=int, default=300)
+    parser.add_argument("--beam-width", type=int, default=5)
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--calibrate", action="store_true")
+    args = parser.parse_args(argv)
+    if args.calibrate:
+        calibrate(args.step0, args.count)
+        return 0
+    models = args.model or [ROOT / "models/best"]
+    first = bundle.load(models[0])
+    known = set(first.vocab.tokens) - {first.vocab.tokens[UNK_ID]}
+    formulas = test_formulas(args.step0, args.count, known)
+    print(f"{len(formulas)} test formulas from {args.step0}", file=sys.stderr)
+    started = time.monotonic()
+    conditions = {CLEAN: clean_images(formulas, first.preprocessing.render_settings())}
+    for look in LOOKS:
+        conditions[look.name] = screenshots.screenshots(formulas, look)
+    print(f"images made in {time.monotonic() - started:.0f} s", file=sys.stderr)
+    rows = [
+        row for model in models for row in run_model(model, formulas, conditions, args.beam_width)
+    ]
+    names = list(conditions)
+    print(
+        f"{len(formulas)} real test formulas, beam width {args.beam_width}; columns: "
+        f"{CLEAN} = training's renderer at the model's dpi, the rest pdflatex + pdftoppm"
+    )
+    print_table(rows, names, "bleu")
+    print_table(rows, names, "exact")
+    refused = {
+        f"{Path(r['model']).name} {r['mode']}": {
+            n: c["refused"] for n, c in r["cells"].items() if c["refused"]
+        }
+        for r in rows
+    }
+    print(f"\nimages a model could not take (scored as empty): {refused}")
+    if args.json:
+        args.json.write_text(json.dumps({"formulas": len(formulas), "rows": rows}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
