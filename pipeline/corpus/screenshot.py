@@ -34,6 +34,15 @@ DARK_BACKGROUND = 128  # a background below this is a dark theme: the image is i
 FRAME_INK = 0.6  # an edge row or column this much ink is a border line, not the formula
 MIN_EDGES = 20.0  # less edge than this (in pixels of ink edge) gives no scale estimate
 DPI_RANGE = (50.0, 1600.0)  # estimates are kept within this: a block of ink is no formula
+GIVEN_DPI = (10.0, 5000.0)  # what a person may say an image's dpi is (predict --dpi, serve ?dpi=)
+
+
+def dpi_problem(dpi: float) -> str | None:
+    """Why a given dpi cannot be used (None: it can); the caller names where it came from."""
+    low, high = GIVEN_DPI
+    if not math.isfinite(dpi) or not low <= dpi <= high:
+        return f"must be between {low:g} and {high:g}, got {dpi:g}"
+    return None
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,10 @@
 """Serve command: a trained model over HTTP, and a page to drop or paste formula images on.
 
-``POST /predict`` takes an image (the raw body, or the form field ``image``) and answers
-``{"latex", "score"}``: the very result ``python -m pipeline predict`` prints for the same bytes,
-because the image goes through predict's ``prepare_image`` and is decoded with predict's
-settings; requests that arrive together are decoded together (``pipeline.evaluation.batcher``).
+``POST /predict`` takes an image (the raw body, or the form field ``image``; ``?dpi=N`` gives its
+scale, else it is estimated as predict does) and answers ``{"latex", "score"}``: the very result
+``python -m pipeline predict`` prints for the same bytes, because the image goes through
+predict's ``prepare_image`` and is decoded with predict's settings; requests that arrive
+together are decoded together (``pipeline.evaluation.batcher``).
 ``POST /render`` draws a formula with the render stage's own TeX chain (safety check, timeouts,
 the model's font, at a dpi made for reading) and answers a PNG, so the page shows what the
 LaTeX looks like without any script from outside this machine. ``GET /`` is the page,
@@ -93,9 +94,10 @@ class Service:
         with self._lock:
             return {name: self._counts[name] for name in COUNTS}
 
-    def predict(self, data: bytes, label: str) -> dict[str, Any]:
-        """{"latex", "score"} for an image; ImageError (predict's reason) if it cannot be taken."""
-        image = prepare_image(data, self._input)
+    def predict(self, data: bytes, label: str, dpi: float | None = None) -> dict[str, Any]:
+        """{"latex", "score"} for an image at ``dpi`` (None: estimated, as predict does);
+        ImageError (predict's reason) if it cannot be taken."""
+        image = prepare_image(data, replace(self._input, input_dpi=dpi))
         prediction = self.batcher.submit(label, image).result()
         if prediction.error is not None:
             raise RuntimeError(prediction.error)
@@ -216,9 +218,10 @@ class Handler(BaseHTTPRequestHandler):
 
     def _predict(self, number: int) -> None:
         service = self.server.service
+        dpi = uploads.given_dpi(urlsplit(self.path).query)
         data = uploads.image_bytes(self.headers, self.rfile.read, service.limits.max_bytes)
         try:
-            answer = service.predict(data, f"request {number}")
+            answer = service.predict(data, f"request {number}", dpi)
         except ImageError as bad:
             raise Refused(400, str(bad)) from None
         service.count("predicted")

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import email.message
 from collections.abc import Callable, Mapping
+from urllib.parse import parse_qs
+
+from pipeline.corpus import screenshot
 
 IMAGE_TYPES = ("image/png", "image/jpeg")
 FORM_TYPE = "multipart/form-data"
@@ -101,3 +104,18 @@ def form_field(body: bytes, boundary: str, name: str) -> bytes:
 def _part_headers(head: str) -> dict[str, str]:
     lines = (line.partition(":") for line in head.split("\r\n") if line)
     return {key.strip().lower(): value.strip() for key, _, value in lines}
+
+
+def given_dpi(query: str) -> float | None:
+    """``?dpi=N``: the image's scale when the person knows it (as ``predict --dpi``); 400 when
+    it is not a usable number."""
+    values = parse_qs(query).get("dpi")
+    if not values:
+        return None
+    try:
+        dpi = float(values[-1])
+    except ValueError:
+        raise Refused(400, f"dpi {values[-1]!r} is not a number") from None
+    if problem := screenshot.dpi_problem(dpi):
+        raise Refused(400, f"dpi {problem}")
+    return dpi

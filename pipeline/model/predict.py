@@ -445,8 +445,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    if args.dpi is not None and not 10 <= args.dpi <= 5000:
-        parser.error(f"--dpi must be between 10 and 5000, got {args.dpi:g}")
+    if args.dpi is not None and (problem := screenshot.dpi_problem(args.dpi)):
+        parser.error(f"--dpi {problem}")
     for name in ("beam_width", "batch_size", "max_len"):
         value = getattr(args, name)
         if value is not None and value < 1:

@@ -182,6 +182,8 @@ def test_an_image_gets_what_predict_gives_for_the_same_bytes(server, page_png, e
     for status, answer in answers:
         assert status == 200, answer
         assert answer == {"latex": expected.latex, "score": pytest.approx(expected.score, 1e-5)}
+    at_half_scale = post(server, "/predict?dpi=50", page_png, "image/png")  # twice as large
+    assert at_half_scale[0] == 200 and isinstance(at_half_scale[1]["latex"], str)
     info = health(server)
     assert info["model"]["dpi"] == TINY_PREPROCESSING["dpi"]
     assert info["decoding"]["beam_width"] == BEAM
@@ -209,6 +211,8 @@ def test_bad_uploads_get_a_4xx_with_the_reason(server, page_png, loaded):
             400,
             "no 'image'",
         ),
+        (post(server, "/predict?dpi=abc", page_png, "image/png"), 400, "'abc' is not a number"),
+        (post(server, "/predict?dpi=0", page_png, "image/png"), 400, "dpi must be between 10"),
         (post(server, "/render", b'{"latex": "{ x"}', "application/json"), 422, "unbalanced"),
         (post(server, "/nowhere", b"", "image/png"), 404, "no such endpoint '/nowhere'"),
     ]

@@ -423,3 +423,18 @@ def test_mixed_sizes_decode_in_full_batches_each_as_it_would_alone(
     ]
     assert [p.latex for p in together] == [p.latex for p in alone]
     assert all(p.error is None for p in together)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--dpi", "0"], "--dpi must be between 10 and 5000, got 0"),
+        (["--dpi", "nan"], "--dpi must be between 10 and 5000, got nan"),
+        (["--dpi", "150", "--as-is"], "not allowed with argument --dpi"),
+    ],
+)
+def test_a_given_dpi_is_checked_before_the_model_is_loaded(options, message, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_status:
+        predict.main(["--model", str(tmp_path / "nowhere"), *options, "x.png"])
+    assert exit_status.value.code == 2
+    assert message in capsys.readouterr().err
