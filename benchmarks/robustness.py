@@ -4,10 +4,12 @@ A person's screenshot is not one of our renders. This scores models on real test
 by another chain than training's (pdflatex + pdftoppm, ``screenshots.py``, cut out with uneven
 margins) at 100, 150, 200, 300 and 600 dpi, as JPEG quality 60 and light-on-dark at 200 dpi,
 beside the clean figure: the same formulas rendered by training's own renderer at the model's
-dpi. Each model is run twice: "as-is" (the images cropped as the crop stage would, what
-``predict --as-is`` does, and all ``predict`` did before screenshots were normalized) and
-"normalized" (``predict``'s default: ``pipeline.corpus.screenshot``). The formulas are the
-first ``--count`` test rows of the model's own step0 table whose tokens the model knows.
+dpi. Each model is run three ways: "as-is" (the images cropped as the crop stage would, what
+``predict --as-is`` does, and all ``predict`` did before screenshots were normalized),
+"normalized" (``predict``'s default: ``pipeline.corpus.screenshot``) and "+tries" (``predict
+--try-scales``: also 0.85x and 1.18x the estimated size, the best beam score kept). The
+formulas are the first ``--count`` test rows of the model's own step0 table whose tokens the
+model knows.
 
     python benchmarks/robustness.py --model models/best [--model OTHER ...]
         [--step0 data/step0/formulas.parquet] [--count 300] [--beam-width 5] [--json FILE]
@@ -42,7 +44,15 @@ from pipeline.contracts import UNK_ID  # noqa: E402
 from pipeline.corpus import render, screenshot  # noqa: E402
 from pipeline.model import bundle  # noqa: E402
 from pipeline.model.decode import DecodeSettings  # noqa: E402
-from pipeline.model.predict import ImageError, ModelInput, decode_images, prepare_image  # noqa: E402
+from pipeline.model.predict import (  # noqa: E402
+    SCALE_TRIES,
+    ImageError,
+    ModelInput,
+    Prediction,
+    better,
+    decode_images,
+    prepare_tries,
+)
 
 LOOKS = (
     Look(100),
@@ -76,19 +86,20 @@ def score(
     settings: ModelInput,
     decoding: DecodeSettings,
 ) -> dict:
-    """Every formula scored: one the model cannot take counts as an empty prediction."""
-    prepared, refused = [], 0
+    """Every formula scored: one the model cannot take counts as an empty prediction. With
+    several scale tries, each image's best-scored output is kept, as ``predict`` keeps it."""
+    labelled, refused = [], 0
     for index, data in enumerate(images):
         try:
             if data is None:
                 raise ImageError("no image")
-            prepared.append((str(index), prepare_image(data, settings)))
+            labelled += [(str(index), image) for image in prepare_tries(data, settings)]
         except ImageError:
             refused += 1
-            prepared.append(None)
-    taken = [p for p in prepared if p is not None]
-    decoded = iter(decode_images(taken, exported.model, exported.vocab, decoding))
-    hypotheses = ["" if p is None else (next(decoded).latex or "") for p in prepared]
+    kept: dict[str, Prediction] = {}
+    for prediction in decode_images(labelled, exported.model, exported.vocab, decoding):
+        kept[prediction.path] = better(kept.get(prediction.path, prediction), prediction)
+    hypotheses = [kept[str(i)].latex or "" if str(i) in kept else "" for i in range(len(images))]
     scores = metrics.score_corpus(list(references), hypotheses)
     return {"bleu": scores["bleu"], "exact": scores["exact_match"], "refused": refused}
 
@@ -101,23 +112,21 @@ def run_model(
 ) -> list[dict]:
     exported = bundle.load(model_dir)
     decoding = DecodeSettings(exported.max_len, beam_width, 0.6, 16)
+    modes = {
+        "as-is": ModelInput.of(exported, normalize=False),
+        "normalized": ModelInput.of(exported),
+        "+tries": ModelInput.of(exported, scale_tries=SCALE_TRIES),
+    }
     rows = []
-    for mode in ("as-is", "normalized"):
-        settings = ModelInput.of(exported, normalize=mode == "normalized")
+    for mode, settings in modes.items():
         started = time.monotonic()
         cells = {
             name: score(images, formulas, exported, settings, decoding)
             for name, images in conditions.items()
         }
-        rows.append(
-            {
-                "model": str(model_dir),
-                "mode": mode,
-                "cells": cells,
-                "seconds": round(time.monotonic() - started, 1),
-            }
-        )
-        print(f"  {model_dir} {mode}: {rows[-1]['seconds']} s", file=sys.stderr)
+        seconds = round(time.monotonic() - started, 1)
+        rows.append({"model": str(model_dir), "mode": mode, "cells": cells, "seconds": seconds})
+        print(f"  {model_dir} {mode}: {seconds} s", file=sys.stderr)
     return rows
 
 

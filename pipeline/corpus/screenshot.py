@@ -51,16 +51,19 @@ class Normalized:
 
     gray: np.ndarray  # uint8 [H, W]: dark ink on white, at the training scale
     dpi: float | None  # the input's scale as a dpi of 12pt formulas; None: no ink to tell by
-    factor: float  # the resize applied: training dpi / input dpi, or 1 within SNAP
+    factor: float  # the resize applied: training dpi / input dpi (1 within SNAP), times scale
     inverted: bool  # light ink on a dark background, turned round
 
 
-def normalize(gray: np.ndarray, train_dpi: float, dpi: float | None = None) -> Normalized:
+def normalize(
+    gray: np.ndarray, train_dpi: float, dpi: float | None = None, scale: float = 1.0
+) -> Normalized:
     """``gray`` (uint8 [H, W], any colours) as dark ink on white at ``train_dpi``.
 
     ``dpi`` is the input's scale when the caller knows it (``predict --dpi``); otherwise it is
     estimated from the strokes, and an estimate within ``SNAP`` of ``train_dpi`` is trusted
-    no further than "about right", so the image keeps its size.
+    no further than "about right", so the image keeps its size. ``scale`` multiplies the
+    resize, for trying sizes around the estimate (``predict --try-scales``).
     """
     ink, inverted = ink_map(gray)
     ink = strip_frame(ink)
@@ -69,6 +72,7 @@ def normalize(gray: np.ndarray, train_dpi: float, dpi: float | None = None) -> N
         factor = 1.0 if dpi is None else _snapped(train_dpi / dpi)
     else:
         factor = train_dpi / dpi
+    factor *= scale
     out = _to_gray(ink)
     if np.array_equal(out, gray):
         out = gray  # training's own kind of image: not even a copy

@@ -18,12 +18,13 @@ import argparse
 import io
 import json
 import logging
+import math
 import os
 import stat
 import sys
 import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,7 @@ FORMATS = ("PNG", "JPEG")
 SIGNATURES = {b"\x89PNG\r\n\x1a\n": "PNG", b"\xff\xd8\xff": "JPEG"}  # file magic numbers
 MAX_FILE_BYTES = 64 * 2**20  # far above any formula image; larger files are refused unread
 _LIMIT = f"{MAX_FILE_BYTES // 2**20} MiB"
+SCALE_TRIES = (1.0, 0.85, 1.18)  # --try-scales: the estimate, and a size either side of it
 
 
 class ImageError(ValueError):
@@ -73,6 +75,8 @@ class ModelInput:
     canvas: tuple[int, int, int] | None = None  # (height, width, frame): centred, as training
     normalize: bool = True  # screenshot.normalize first: colours, frame, scale to ``dpi``
     input_dpi: float | None = None  # the inputs' scale when known; None: estimated per image
+    scale: float = 1.0  # times the normalizing resize (one of ``scale_tries``)
+    scale_tries: tuple[float, ...] = (1.0,)  # sizes to decode at; the best beam score wins
 
     @classmethod
     def of(
@@ -81,6 +85,7 @@ class ModelInput:
         precropped: bool = False,
         normalize: bool = True,
         input_dpi: float | None = None,
+        scale_tries: tuple[float, ...] = (1.0,),
     ) -> ModelInput:
         return cls(
             exported.preprocessing.crop,
@@ -91,6 +96,7 @@ class ModelInput:
             canvas=exported.canvas,
             normalize=normalize,
             input_dpi=input_dpi,
+            scale_tries=scale_tries,
         )
 
 
@@ -124,7 +130,7 @@ def prepare_image(data: bytes, settings: ModelInput) -> np.ndarray:
     else:
         page = np.asarray(gray)
         if settings.normalize:
-            page = screenshot.normalize(page, settings.dpi, settings.input_dpi).gray
+            page = screenshot.normalize(page, settings.dpi, settings.input_dpi, settings.scale).gray
         cropped = crop.crop_gray(page, settings.crop)
     if cropped is None:
         raise ImageError("no ink: the image is blank (every pixel is near-white)")
@@ -265,6 +271,27 @@ def expand_inputs(paths: Sequence[Path]) -> Iterator[Path | Prediction]:
 
 
 def _read(path: Path, settings: ModelInput) -> np.ndarray:
+    """The file's image prepared for the model (``ImageError`` saying why not)."""
+    return prepare_image(_read_bytes(path), settings)
+
+
+def prepare_tries(data: bytes, settings: ModelInput) -> list[np.ndarray]:
+    """The image at each of ``settings.scale_tries`` it can be given at (a larger try may not
+    fit the model); the first try's ``ImageError`` when none can."""
+    if settings.precropped or not settings.normalize or len(settings.scale_tries) == 1:
+        return [prepare_image(data, settings)]
+    images, first_error = [], None
+    for scale in settings.scale_tries:
+        try:
+            images.append(prepare_image(data, replace(settings, scale=scale)))
+        except ImageError as exc:
+            first_error = first_error or exc
+    if not images:
+        raise first_error
+    return images
+
+
+def _read_bytes(path: Path) -> bytes:
     """A file that cannot be read fails like a bad image: reported, and the others go on.
 
     Only regular files are read, and only up to ``MAX_FILE_BYTES``: a FIFO would block forever,
@@ -286,7 +313,7 @@ def _read(path: Path, settings: ModelInput) -> np.ndarray:
         raise ImageError(f"cannot read file ({exc.strerror or exc})") from None
     if len(data) > MAX_FILE_BYTES:  # it grew after the check
         raise ImageError(f"file is over the {_LIMIT} limit")
-    return prepare_image(data, settings)
+    return data
 
 
 def _open_nonblocking(path: str, flags: int) -> int:
@@ -304,7 +331,8 @@ def predict_paths(
 
     Images wait in one queue per padded shape and a queue is decoded once it fills a batch, so
     memory holds at most a batch per shape however many images are given (a few shapes when
-    padding to buckets), and batches are full whatever order the sizes come in.
+    padding to buckets), and batches are full whatever order the sizes come in. With several
+    ``scale_tries`` each size of an image is queued, and the best-scored output is kept.
     """
     results: list[Prediction] = []
     waiting: dict[tuple[int, ...], list[tuple[int, str, np.ndarray]]] = {}
@@ -313,15 +341,17 @@ def predict_paths(
             results.append(item)
             continue
         try:
-            image = _read(item, preprocessing)
+            images = prepare_tries(_read_bytes(item), preprocessing)
         except ImageError as exc:
             results.append(Prediction(str(item), error=str(exc)))
             continue
-        queue = waiting.setdefault(image.shape, [])
-        queue.append((len(results), str(item), image))
+        index = len(results)
         results.append(Prediction(str(item)))  # placeholder until decoded
-        if len(queue) == decoding.batch_size:
-            _decode_into(results, waiting.pop(image.shape), model, vocab, decoding)
+        for image in images:
+            queue = waiting.setdefault(image.shape, [])
+            queue.append((index, str(item), image))
+            if len(queue) == decoding.batch_size:
+                _decode_into(results, waiting.pop(image.shape), model, vocab, decoding)
     for queue in waiting.values():
         _decode_into(results, queue, model, vocab, decoding)
     return results
@@ -338,7 +368,17 @@ def _decode_into(
     for (index, _, _), prediction in zip(
         batch, decode_images(labelled, model, vocab, decoding), strict=True
     ):
-        results[index] = prediction
+        results[index] = better(results[index], prediction)
+
+
+def better(kept: Prediction, new: Prediction) -> Prediction:
+    """Of two outputs for one image (two sizes tried), the one to keep: an output over an
+    error or a placeholder, then the higher beam score; ``kept`` on a tie."""
+    if new.latex is None:
+        return kept if kept.latex is not None or kept.error is not None else new
+    if kept.latex is None:
+        return new
+    return new if (new.score or -math.inf) > (kept.score or -math.inf) else kept
 
 
 Labelled = tuple[str, np.ndarray]  # a name for messages, and a prepared image
@@ -434,6 +474,12 @@ def _parser() -> argparse.ArgumentParser:
         help="the images' scale, as the dpi a 12pt formula would have (a screenshot at 2x zoom "
         "of a PDF at 100%% is about 190); default: estimated from each image's strokes",
     )
+    parser.add_argument(
+        "--try-scales",
+        action="store_true",
+        help=f"also decode each screenshot at {' and '.join(f'{t:g}x' for t in SCALE_TRIES[1:])} "
+        "the estimated size and keep the output with the best beam score (3x the time)",
+    )
     scale.add_argument(
         "--as-is",
         action="store_true",
@@ -447,6 +493,11 @@ def _parser() -> argparse.ArgumentParser:
 def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if args.dpi is not None and (problem := screenshot.dpi_problem(args.dpi)):
         parser.error(f"--dpi {problem}")
+    if args.try_scales and (args.beam_width < 2 or args.as_is or args.cropped):
+        parser.error(
+            "--try-scales compares beam scores of screenshots: it needs --beam-width "
+            "of 2 or more, and neither --as-is nor --cropped"
+        )
     for name in ("beam_width", "batch_size", "max_len"):
         value = getattr(args, name)
         if value is not None and value < 1:
@@ -485,7 +536,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.beam_width > len(vocab):
         parser.error(f"--beam-width {args.beam_width} exceeds the vocabulary size {len(vocab)}")
     preprocessing = ModelInput.of(
-        exported, precropped=args.cropped, normalize=not args.as_is, input_dpi=args.dpi
+        exported,
+        precropped=args.cropped,
+        normalize=not args.as_is,
+        input_dpi=args.dpi,
+        scale_tries=SCALE_TRIES if args.try_scales else (1.0,),
     )
     decoding = DecodeSettings(
         max_len=args.max_len or exported.max_len,

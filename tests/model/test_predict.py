@@ -183,7 +183,8 @@ def bad_and_good_files(raw_page, folder: Path) -> dict[str, Path]:
     # at the model's dpi (the command is told so), as a block of ink would otherwise be read
     # as a formula at a huge dpi and shrunk
     huge = np.full((220, 1220), 255, np.uint8)
-    huge[10:210, 10:1210] = 0  # ink 200 x 1200 -> padded 216 x 1216 -> downsampled 108 x 608
+    huge[10:210:3, 10:1210] = huge[209, 10:1210] = 0  # ruled lines on white paper:
+    # ink 200 x 1200 -> padded 216 x 1216 -> downsampled 108 x 608
     files["huge"] = save(huge, folder / "huge.png")
     files["jpeg"] = save(gray_of(page), folder / "good.jpeg", quality=95)
     return files
@@ -290,6 +291,25 @@ def test_beam_search_gives_a_score_per_image(raw_page, settings, loaded, tmp_pat
     image = predict.prepare_image(page, settings)
     ids, scores, _ = model.beam_decode(image[None], beam.max_len, 3, 0.6)
     assert results[0].latex == vocab.decode(np.asarray(ids)[0].tolist())
+
+
+def test_tried_scales_keep_the_best_scored_output(raw_page, settings, loaded, tmp_path):
+    _, page = raw_page
+    (tmp_path / "a.png").write_bytes(page)
+    model, vocab = loaded.model, loaded.vocab
+    beam = decoding(loaded, beam_width=3, length_penalty=0.6)
+    tries = replace(settings, scale_tries=predict.SCALE_TRIES)
+    images = predict.prepare_tries(page, tries)
+    assert len(images) == 3 and not np.array_equal(images[1], images[2])  # 0.85x, 1.18x
+    alone = [
+        predict.predict_paths([tmp_path / "a.png"], model, vocab, replace(settings, scale=t), beam)
+        for t in predict.SCALE_TRIES
+    ]
+    [best] = predict.predict_paths([tmp_path / "a.png"], model, vocab, tries, beam)
+    assert best == max((r for [r] in alone), key=lambda r: r.score)
+    placeholder, failed = predict.Prediction("a"), predict.Prediction("a", error="oom")
+    assert predict.better(placeholder, failed) == failed
+    assert predict.better(failed, best) == best == predict.better(best, failed)
 
 
 # --- small rules, no model needed -------------------------------------------------------------
