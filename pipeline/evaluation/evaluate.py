@@ -7,7 +7,8 @@ so predictions are also rendered through the render/crop stages and compared as 
 the average.
 
 ``--formulas FILE`` scores the model on a user's own list of normalized formulas instead, built
-into test shards by the stages' own functions with the model's own preprocessing.
+into test shards by the stages' own functions with the model's own preprocessing; with
+``--images DIR`` on the user's own pictures of them (screenshots), normalized as predict does.
 """
 
 from __future__ import annotations
@@ -162,7 +163,25 @@ def scored_shards(args, exported: bundle.Bundle, work: Path) -> tuple[list[Path]
     """The shards to score: the stage's split, or a user's formulas built into shards."""
     if args.formulas is None:
         return shard_paths(args.shards, args.split), None
-    data = external.build_external_shards(
+    if args.images is not None:
+        data = external.build_image_shards(
+            args.formulas,
+            args.images,
+            exported.vocab,
+            exported.preprocessing.dpi,
+            exported.preprocessing.crop,
+            exported.max_len - 2,
+            work,
+        )
+    else:
+        data = _rendered_shards(args, exported, work)
+    if not data.shards:
+        raise SystemExit(f"evaluate: none of the formulas in {args.formulas} could be scored")
+    return data.shards, data.as_report() | {"rejected_rows": data.rejected}
+
+
+def _rendered_shards(args, exported: bundle.Bundle, work: Path) -> external.ExternalData:
+    return external.build_external_shards(
         args.formulas,
         exported.vocab,
         exported.preprocessing.render_settings(),
@@ -170,9 +189,6 @@ def scored_shards(args, exported: bundle.Bundle, work: Path) -> tuple[list[Path]
         exported.max_len - 2,
         work,
     )
-    if not data.shards:
-        raise SystemExit(f"evaluate: none of the formulas in {args.formulas} could be scored")
-    return data.shards, data.as_report() | {"rejected_rows": data.rejected}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -182,6 +198,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--shards", type=Path, help="the shards folder (its --split is scored)")
     source.add_argument("--formulas", type=Path, help="a file of normalized formulas to score")
+    parser.add_argument(
+        "--images",
+        type=Path,
+        metavar="DIR",
+        help="with --formulas: line N's picture is DIR/N.png (.jpg, .jpeg), normalized as "
+        "predict normalizes a screenshot, instead of our render of the formula",
+    )
     parser.add_argument("--split", default="test")
     parser.add_argument("--metrics", type=Path, required=True)
     parser.add_argument("--predictions", type=Path, required=True)
@@ -189,7 +212,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--curves", type=Path, help="the dvclive folder: learning curves")
     parser.add_argument("--length-plot", type=Path, help="JSON rows of BLEU by target length")
     cli.add_verbose_arg(parser)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.images is not None and args.formulas is None:
+        parser.error("--images needs --formulas: the formula each picture shows")
+    return args
 
 
 def _write_json(path: Path, value) -> None:

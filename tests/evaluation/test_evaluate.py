@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import subprocess
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from PIL import Image
 
+from pipeline.config import RenderSettings
 from pipeline.contracts import MANIFEST, SHARD_SCHEMA, shard_paths
+from pipeline.corpus import render
 from pipeline.evaluation import evaluate
 from pipeline.model import bundle
 from tests.conftest import run, tool_env
@@ -95,6 +100,33 @@ def test_evaluate_formulas_file_scores_or_records_every_line(trained_tiny, tmp_p
     assert summary["samples"] == 2
     rejected = json.loads((tmp_path / "predictions.rejected.json").read_text())
     assert {row["reason"] for row in rejected} == {"tex_error", "unsafe"}
+
+
+def test_evaluate_formulas_with_images_scores_the_users_pictures(trained_tiny, tmp_path):
+    """Line N's picture is images/N.*: a dark 2x screenshot and a JPEG of one formula are two
+    samples; a line without a picture, or with a broken one, is recorded with its reason."""
+    work, _ = trained_tiny
+    formula = "x ^ { 2 } + 1"
+    lines = [formula, formula, "", "\\frac { a } { b }", "y"]
+    (tmp_path / "mine.txt").write_text("\n".join(lines) + "\n")
+    images = tmp_path / "images"
+    images.mkdir()
+    [page] = render.render_formulas([("a", formula)], RenderSettings(dpi=200))  # model: 100
+    gray = np.asarray(Image.open(io.BytesIO(page.png)).convert("L"))
+    Image.fromarray(255 - gray).save(images / "1.png")
+    Image.fromarray(gray).save(images / "2.jpg", quality=80)
+    (images / "5.png").write_bytes(page.png[:100])
+    source = ("--formulas", str(tmp_path / "mine.txt"), "--images", str(images))
+    run(evaluate_command(work, tmp_path, *source, visual=False), tmp_path)
+    summary = json.loads((tmp_path / "metrics.json").read_text())
+    external = summary["external"]
+    assert external["lines"] == 5 and external["blank"] == 1 and external["duplicates"] == 0
+    assert summary["samples"] == 2
+    predictions = pq.read_table(tmp_path / "predictions.parquet").to_pydict()
+    assert sorted(predictions["id"]) == ["line 1", "line 2"]
+    rejected = json.loads((tmp_path / "predictions.rejected.json").read_text())
+    reasons = {row["id"]: row["reason"] for row in rejected}
+    assert reasons == {"line 4": "no_image", "line 5": "bad_image"}
 
 
 def test_bleu_by_length_bins_every_row_once_and_skips_empty_bins():
