@@ -135,6 +135,23 @@ def test_a_raw_rendered_page_is_cropped_like_the_crop_stage(raw_page, settings):
     assert image.shape[0] < gray_of(page).shape[0] + 2 * settings.crop.pad  # downsampled
 
 
+def test_a_screenshot_at_2x_zoom_reaches_the_model_like_the_page(raw_page, settings, tmp_path):
+    """README's example: the formula drawn at twice the model's dpi (a Retina screenshot) by
+    default, or with its scale given, becomes nearly the model's own input for the page."""
+    row, page = raw_page
+    [zoomed] = render.render_formulas([(row["id"], row["formula"])], RenderSettings(dpi=200))
+    plain = predict.prepare_image(page, replace(settings, pad_to_bucket=False))
+    for given in (None, 200.0):
+        shot = replace(settings, pad_to_bucket=False, input_dpi=given)
+        image = predict.prepare_image(zoomed.png, shot)
+        height, width = plain.shape[0], plain.shape[1]
+        assert abs(image.shape[0] - height) <= 4 and abs(image.shape[1] - width) <= 8, given
+        common = np.s_[: min(height, image.shape[0]), : min(width, image.shape[1])]
+        assert np.abs(image[common] - plain[common]).mean() < 0.1, given
+    as_is = predict.prepare_image(zoomed.png, replace(settings, normalize=False))
+    assert as_is.shape[1] > 1.8 * plain.shape[1]  # what predict gave before: twice too large
+
+
 def test_a_transparent_background_reads_as_white(raw_page, settings, loaded, tmp_path):
     _, page = raw_page
     ink = 255 - gray_of(page)
