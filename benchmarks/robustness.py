@@ -13,14 +13,17 @@ model knows.
 
     python benchmarks/robustness.py --model models/best [--model OTHER ...]
         [--step0 data/step0/formulas.parquet] [--count 300] [--beam-width 5] [--json FILE]
+        [--cache DIR] [--modes as-is normalized +tries]
     python benchmarks/robustness.py --calibrate   # screenshot.STROKE_WIDTHS, measured anew
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import io
 import json
+import pickle
 import statistics
 import sys
 import time
@@ -64,6 +67,7 @@ LOOKS = (
     Look(200, dark=True),
 )
 CLEAN = "clean"
+MODES = ("as-is", "normalized", "+tries")
 CALIBRATION_DPI = (100, 150, 200, 300, 600)
 
 
@@ -77,6 +81,21 @@ def clean_images(formulas: Sequence[str], settings: RenderSettings) -> list[byte
     """Training's renderer at the model's dpi and font: the figure the papers would quote."""
     rendered = render.render_formulas([(str(i), f) for i, f in enumerate(formulas)], settings)
     return [r.png for r in rendered]
+
+
+def cached(folder: Path | None, formulas: list[str], look: Look) -> list[bytes]:
+    """The screenshots of ``formulas`` in ``look``, kept in ``folder`` (if given) under a name
+    made of both, so a second model or a rerun does not wait for pdflatex and pdftoppm again."""
+    if folder is None:
+        return screenshots.screenshots(formulas, look)
+    key = hashlib.sha256(json.dumps([formulas, look.name]).encode()).hexdigest()[:16]
+    path = folder / f"{key}.pickle"
+    if path.is_file():
+        return pickle.loads(path.read_bytes())
+    images = screenshots.screenshots(formulas, look)
+    folder.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(pickle.dumps(images))
+    return images
 
 
 def score(
@@ -109,16 +128,18 @@ def run_model(
     formulas: list[str],
     conditions: dict[str, list[bytes | None]],
     beam_width: int,
+    modes: Sequence[str] = MODES,
 ) -> list[dict]:
     exported = bundle.load(model_dir)
     decoding = DecodeSettings(exported.max_len, beam_width, 0.6, 16)
-    modes = {
+    settings_of = {
         "as-is": ModelInput.of(exported, normalize=False),
         "normalized": ModelInput.of(exported),
         "+tries": ModelInput.of(exported, scale_tries=SCALE_TRIES),
     }
     rows = []
-    for mode, settings in modes.items():
+    for mode in modes:
+        settings = settings_of[mode]
         started = time.monotonic()
         cells = {
             name: score(images, formulas, exported, settings, decoding)
@@ -131,14 +152,16 @@ def run_model(
 
 
 def print_table(rows: list[dict], names: list[str], key: str) -> None:
-    """Ratios are to the clean figure of the same model as-is: what it scores on test."""
+    """Ratios are to the clean figure of the same model as-is (what it scores on test), or of
+    the row itself when as-is was not run."""
     print(f"\n{key}  (in brackets: ratio to the model's clean {key} as-is)")
     print(f"{'model':28} {'mode':10} " + " ".join(f"{n:>15}" for n in names))
     clean = {r["model"]: r["cells"][CLEAN][key] for r in rows if r["mode"] == "as-is"}
     for row in rows:
         cells = []
         for name in names:
-            value, base = row["cells"][name][key], clean[row["model"]]
+            value = row["cells"][name][key]
+            base = clean.get(row["model"], row["cells"][CLEAN][key])
             ratio = f"({value / base:.2f})" if base else ""
             cells.append(f"{value:8.3f}{ratio:>7}")
         print(f"{Path(row['model']).name[:28]:28} {row['mode']:10} " + " ".join(cells))
@@ -169,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--beam-width", type=int, default=5)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--calibrate", action="store_true")
+    parser.add_argument("--cache", type=Path, help="keep the screenshots here for a rerun")
+    parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     args = parser.parse_args(argv)
     if args.calibrate:
         calibrate(args.step0, args.count)
@@ -181,10 +206,12 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     conditions = {CLEAN: clean_images(formulas, first.preprocessing.render_settings())}
     for look in LOOKS:
-        conditions[look.name] = screenshots.screenshots(formulas, look)
+        conditions[look.name] = cached(args.cache, formulas, look)
     print(f"images made in {time.monotonic() - started:.0f} s", file=sys.stderr)
     rows = [
-        row for model in models for row in run_model(model, formulas, conditions, args.beam_width)
+        row
+        for model in models
+        for row in run_model(model, formulas, conditions, args.beam_width, args.modes)
     ]
     names = list(conditions)
     print(
