@@ -41,7 +41,7 @@ from pipeline.corpus import render
 from pipeline.evaluation import uploads
 from pipeline.evaluation.batcher import Batcher
 from pipeline.evaluation.uploads import Refused
-from pipeline.model import bundle
+from pipeline.model import bundle, usage
 from pipeline.model.decode import DecodeSettings
 from pipeline.model.predict import ImageError, ModelInput, decode_images, prepare_image
 
@@ -51,7 +51,6 @@ PAGE = importlib.resources.files("pipeline.evaluation").joinpath("static", "inde
 JSON_TYPE = "application/json"
 MAX_RENDER_BYTES = 64 * 1024  # a formula's JSON; texsafe refuses long formulas anyway
 DISPLAY_DPI = 200  # renders for a person to read, whatever dpi the model was trained at
-BEAM_WIDTH = 5  # predict's default, so both answer alike unless told otherwise
 COUNTS = ("requests", "predicted", "rendered", "refused", "failed")
 
 
@@ -275,30 +274,10 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m pipeline serve",
         description="Serve a trained model over HTTP, with a page to drop or paste images on.",
     )
-    parser.add_argument(
-        "--model",
-        type=Path,
-        default=Path("models/best"),
-        metavar="DIR",
-        help="exported model folder (default: %(default)s)",
-    )
+    usage.add_model_args(parser)
     parser.add_argument("--host", default="127.0.0.1", help="address (default: %(default)s)")
     parser.add_argument(
         "--port", type=int, default=8000, help="port; 0 picks a free one (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--beam-width",
-        type=int,
-        default=BEAM_WIDTH,
-        metavar="N",
-        help="beams; 1 = greedy (default: %(default)s, as predict)",
-    )
-    parser.add_argument(
-        "--length-penalty",
-        type=float,
-        default=DecodeSettings.length_penalty,
-        metavar="A",
-        help="beam length penalty (default: %(default)s)",
     )
     parser.add_argument(
         "--max-batch",
@@ -326,24 +305,20 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    for name in ("beam_width", "max_batch", "max_bytes"):
+    usage.check_model_args(parser, args)
+    for name in ("max_batch", "max_bytes"):
         if getattr(args, name) < 1:
             parser.error(
                 f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}"
             )
-    if args.batch_wait_ms < 0 or args.length_penalty < 0:
-        parser.error("--batch-wait-ms and --length-penalty must be >= 0")
+    if args.batch_wait_ms < 0:
+        parser.error(f"--batch-wait-ms must be >= 0, got {args.batch_wait_ms}")
     if not 0 <= args.port <= 65535:
         parser.error(f"--port must be 0..65535, got {args.port}")
 
 
 def make_service(exported: bundle.Bundle, source: Path, args: argparse.Namespace) -> Service:
-    decoding = DecodeSettings(
-        max_len=exported.max_len,
-        beam_width=args.beam_width,
-        length_penalty=args.length_penalty,
-        batch_size=args.max_batch,
-    )
+    decoding = usage.decode_settings(args, exported, args.max_batch)
     limits = Limits(args.max_bytes, args.max_batch, args.batch_wait_ms / 1000)
     return Service(exported, source, decoding, limits)
 
@@ -353,16 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     _check_args(parser, args)
     cli.setup_logging()
-    try:
-        exported = bundle.load(args.model)
-    except bundle.BundleError as error:
-        parser.error(str(error))
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        parser.error(f"cannot load the model in {args.model}: {exc}")
-    if args.beam_width > len(exported.vocab):
-        parser.error(
-            f"--beam-width {args.beam_width} exceeds the vocabulary size {len(exported.vocab)}"
-        )
+    exported = usage.load_model(parser, args)
     service = make_service(exported, args.model, args)
     try:
         server = Server((args.host, args.port), service)

@@ -33,7 +33,7 @@ import tensorflow as tf
 
 from pipeline import cli
 from pipeline.contracts import END_ID, PAD_ID, START_ID
-from pipeline.model import bundle
+from pipeline.model import bundle, usage
 from pipeline.model.decode import DecodeSettings
 
 log = logging.getLogger("pipeline")
@@ -159,28 +159,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Write a trained model as a TensorFlow SavedModel that decodes in its graph.",
     )
     parser.add_argument("out", type=Path, metavar="OUT_DIR", help="a new (or empty) folder")
-    parser.add_argument(
-        "--model",
-        type=Path,
-        default=Path("models/best"),
-        metavar="DIR",
-        help="trained model folder (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--beam-width",
-        type=int,
-        default=5,
-        metavar="N",
-        help="beams; 1 = greedy (default: %(default)s, as predict)",
-    )
-    parser.add_argument(
-        "--length-penalty",
-        type=float,
-        default=0.6,
-        metavar="A",
-        help="beam length penalty (default: %(default)s)",
-    )
-    parser.add_argument("--max-len", type=int, metavar="N", help="default: the model's max_len")
+    usage.add_model_args(parser)
     cli.add_verbose_arg(parser)
     return parser
 
@@ -188,19 +167,12 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    usage.check_model_args(parser, args)
     cli.setup_logging()
     if args.out.exists() and (not args.out.is_dir() or any(args.out.iterdir())):
         parser.error(f"{args.out} exists and is not an empty folder: choose a new one")
-    exported = bundle.load(args.model)
-    if not 1 <= args.beam_width <= len(exported.vocab):
-        parser.error(f"--beam-width must be 1..{len(exported.vocab)}, got {args.beam_width}")
-    if args.max_len is not None and args.max_len < 1:
-        parser.error(f"--max-len must be at least 1, got {args.max_len}")
-    decoding = DecodeSettings(
-        max_len=args.max_len or exported.max_len,
-        beam_width=args.beam_width,
-        length_penalty=args.length_penalty,
-    )
+    exported = usage.load_model(parser, args)
+    decoding = usage.decode_settings(args, exported)
     log.info(
         "export: model %s (%s, %d tokens) in, %s decoding to max_len %d",
         args.model,

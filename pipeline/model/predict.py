@@ -35,7 +35,7 @@ from PIL import Image
 from pipeline import cli
 from pipeline.contracts import Vocab
 from pipeline.corpus import crop, screenshot
-from pipeline.model import bundle
+from pipeline.model import bundle, usage
 from pipeline.model.dataset import ink_from_gray
 from pipeline.model.decode import DecodeSettings, decode_batch
 from pipeline.model.networks import FormulaModel
@@ -429,28 +429,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "paths", nargs="+", type=Path, metavar="IMAGE", help="an image, or a folder of them"
     )
-    parser.add_argument(
-        "--model",
-        type=Path,
-        default=Path("models/best"),
-        metavar="DIR",
-        help="exported model folder (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--beam-width",
-        type=int,
-        default=5,
-        metavar="N",
-        help="beams; 1 = greedy (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--length-penalty",
-        type=float,
-        default=0.6,
-        metavar="A",
-        help="beam length penalty (default: %(default)s)",
-    )
-    parser.add_argument("--max-len", type=int, metavar="N", help="default: the model's max_len")
+    usage.add_model_args(parser)
     parser.add_argument(
         "--batch-size",
         type=int,
@@ -498,21 +477,9 @@ def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
             "--try-scales compares beam scores of screenshots: it needs --beam-width "
             "of 2 or more, and neither --as-is nor --cropped"
         )
-    for name in ("beam_width", "batch_size", "max_len"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            parser.error(f"--{name.replace('_', '-')} must be at least 1, got {value}")
-    if args.length_penalty < 0:
-        parser.error(f"--length-penalty must be >= 0, got {args.length_penalty}")
-
-
-def _load(parser: argparse.ArgumentParser, model_dir: Path) -> bundle.Bundle:
-    try:
-        return bundle.load(model_dir)
-    except bundle.BundleError as error:
-        parser.error(str(error))
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        parser.error(f"cannot load the model in {model_dir}: {exc}")
+    usage.check_model_args(parser, args)
+    if args.batch_size < 1:
+        parser.error(f"--batch-size must be at least 1, got {args.batch_size}")
 
 
 def _report(predictions: list[Prediction], jsonl: bool) -> None:
@@ -531,10 +498,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     _check_args(parser, args)
     cli.setup_logging()
-    exported = _load(parser, args.model)
+    exported = usage.load_model(parser, args)
     model, vocab = exported.model, exported.vocab
-    if args.beam_width > len(vocab):
-        parser.error(f"--beam-width {args.beam_width} exceeds the vocabulary size {len(vocab)}")
     preprocessing = ModelInput.of(
         exported,
         precropped=args.cropped,
@@ -542,12 +507,7 @@ def main(argv: list[str] | None = None) -> int:
         input_dpi=args.dpi,
         scale_tries=SCALE_TRIES if args.try_scales else (1.0,),
     )
-    decoding = DecodeSettings(
-        max_len=args.max_len or exported.max_len,
-        beam_width=args.beam_width,
-        length_penalty=args.length_penalty,
-        batch_size=args.batch_size,
-    )
+    decoding = usage.decode_settings(args, exported, args.batch_size)
     predictions = predict_paths(args.paths, model, vocab, preprocessing, decoding)
     _report(predictions, args.jsonl)
     failed = sum(p.error is not None for p in predictions)
