@@ -10,22 +10,15 @@ list that changed upstream stops the stage that reads it rather than silently ch
 from __future__ import annotations
 
 import gzip
-import hashlib
 import re
 import zlib
 from pathlib import Path
 
+from pipeline.contracts import sha256_file
+
 
 def is_gzip(path: Path) -> bool:
     return path.name.endswith(".gz")
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def check_sha256(path: Path, expected: str | None, key: str = "step0.sha256") -> None:
@@ -34,7 +27,7 @@ def check_sha256(path: Path, expected: str | None, key: str = "step0.sha256") ->
         return
     if not path.is_file():
         raise SystemExit(f"{key} checks one list file, and {path} is not a file")
-    actual = file_sha256(path)
+    actual = sha256_file(path)
     if actual != expected.lower():
         raise SystemExit(
             f"{key}: {path} has sha256 {actual}, expected {expected.lower()}: the list is not "
