@@ -154,16 +154,17 @@ def test_snakemake_render_alone_then_dvc_commit_leaves_status_clean(tmp_path):
     run(["dvc", "commit", "-f", "--with-deps", "render"], project)
     assert "up to date" in run(["dvc", "status", "--with-deps", "render"], project).stdout
 
-    run(["snakemake", "-j2"], project, timeout=600)
+    # the data half by Snakemake alone (training is the other test's), then adopted by DVC
+    run(["snakemake", "-j2", "shards"], project, timeout=600)
     check_accounting(project)
-    run(["dvc", "commit", "-f"], project)
-    assert "up to date" in run(["dvc", "status"], project).stdout
-    assert ran_stages(run(["dvc", "repro"], project).stdout) == set()
+    run(["dvc", "commit", "-f", "--with-deps", "shards"], project)
+    assert "up to date" in run(["dvc", "status", "--with-deps", "shards"], project).stdout
+    assert ran_stages(run(["dvc", "repro", "shards"], project).stdout) == set()
 
-    run(["dvc", "push"], project)  # the default local remote works out of the box
+    run(["dvc", "push", "--with-deps", "shards"], project)  # the default local remote works
     assert any((project / "dvc-remote").rglob("*"))
     run("rm -rf .dvc/cache data/shards", project)
-    run(["dvc", "pull"], project)
+    run(["dvc", "pull", "--with-deps", "shards"], project)
     check_accounting(project)
 
 
@@ -215,7 +216,9 @@ def test_a_run_killed_in_render_crop_and_train_resumes_to_the_same_outputs(tmp_p
     assert len(chunks("render")) < 4
     kept = list((project / ".cache" / "chunks").glob("render-*"))
     _kill_when(project, lambda: len(chunks("crop")) >= 1, "a finished crop chunk")
-    _kill_when(project, lambda: any(project.glob("checkpoints/*/ckpt-*.index")), "a checkpoint")
+    # the manager's state file, written after a save's index and data: a checkpoint a restart
+    # resumes (an index alone may be a save the kill cut short, and the rerun starts fresh)
+    _kill_when(project, lambda: any(project.glob("checkpoints/*/checkpoint")), "a checkpoint")
     final = run(["dvc", "repro", "train"], project, timeout=600)
 
     log = final.stdout + final.stderr + (project / "logs" / "train.log").read_text()
