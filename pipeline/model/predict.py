@@ -124,7 +124,11 @@ def prepare_image(data: bytes, settings: ModelInput) -> np.ndarray:
     (``precropped``) already is. Raises ``ImageError`` saying why when the model cannot take
     the image.
     """
-    gray = load_gray(data)
+    return prepare_gray(load_gray(data), settings)
+
+
+def prepare_gray(gray: Image.Image, settings: ModelInput) -> np.ndarray:
+    """``prepare_image`` on an image already decoded by ``load_gray``."""
     if settings.precropped:
         cropped = gray if _has_ink(gray) else None
     else:
@@ -280,10 +284,11 @@ def prepare_tries(data: bytes, settings: ModelInput) -> list[np.ndarray]:
     fit the model); the first try's ``ImageError`` when none can."""
     if settings.precropped or not settings.normalize or len(settings.scale_tries) == 1:
         return [prepare_image(data, settings)]
+    gray = load_gray(data)  # decoded once for every try
     images, first_error = [], None
     for scale in settings.scale_tries:
         try:
-            images.append(prepare_image(data, replace(settings, scale=scale)))
+            images.append(prepare_gray(gray, replace(settings, scale=scale)))
         except ImageError as exc:
             first_error = first_error or exc
     if not images:
